@@ -1,0 +1,73 @@
+// Writes a recording: the training thread hands snapshots over cheaply; a background thread groups, filters,
+// compresses and appends them as chunks to rolling segment files.
+#pragma once
+
+#include <trainscope/format/metadata.h>
+#include <trainscope/format/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+namespace trainscope::format {
+
+enum class QueuePolicy : uint8_t {
+  Block,          // append() waits for room: nothing is lost, training may stall behind slow disks
+  DropAndRecord,  // append() drops the snapshot and a GAP chunk records which steps are missing
+};
+
+struct WriterOptions {
+  size_t segment_bytes = size_t(256) << 20;       // a segment rolls over once it reaches this size
+  std::chrono::milliseconds flush_interval{1000};  // buffered data reaches the file at least this often
+  size_t queue_bytes = size_t(256) << 20;          // bound of the hand-off queue
+  QueuePolicy queue_policy = QueuePolicy::Block;
+  size_t chunk_bytes = size_t(1) << 20;            // target raw size of one chunk
+  int zstd_level = 1;
+  Precision precision = Precision::Float32;
+  int keyframe_interval = 8;  // full tensors: every n-th snapshot of a tensor is stored without a base
+  bool fsync_on_flush = false;
+};
+
+struct WriterStatus {
+  uint64_t snapshots_written = 0;
+  uint64_t snapshots_dropped = 0;
+  uint64_t chunks_written = 0;
+  uint64_t raw_bytes = 0;     // protobuf payload bytes before compression
+  uint64_t stored_bytes = 0;  // bytes in segment files, framing included
+  uint32_t segments = 0;
+  size_t queued_bytes = 0;
+  std::string error;          // first I/O error; once set the writer stops writing and drops everything
+};
+
+class RunWriter {
+ public:
+  // Creates the run directory (and parents) and the first segment. Throws FormatError naming the path on failure.
+  RunWriter(const std::filesystem::path& run_dir, RunMetadata metadata, WriterOptions options = {});
+  ~RunWriter();  // close()s
+  RunWriter(const RunWriter&) = delete;
+  RunWriter& operator=(const RunWriter&) = delete;
+
+  // Replaces the run metadata (e.g. once the layer graph was discovered). Never throws.
+  void set_metadata(RunMetadata metadata);
+  // Hands a snapshot over. Returns false if it was dropped (queue full with DropAndRecord, or writer failed).
+  // Never throws.
+  bool append(Snapshot snapshot);
+  bool append(FullTensor tensor);
+  // Writes out everything handed over so far; returns once it is in the segment file (and fsynced if asked).
+  void flush();
+  // Asks the background thread to write out everything buffered now, without waiting.
+  void request_flush();
+  // Flushes, writes the segment's index footer and stops the background thread. Idempotent, never throws.
+  void close();
+
+  WriterStatus status() const;
+  const std::filesystem::path& directory() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace trainscope::format

@@ -4,13 +4,17 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <string>
+#include <vector>
 
 namespace trainscope::format {
 
 struct TrimResult {
   uint64_t chunks_copied = 0;     // copied byte for byte, without recompression
   uint64_t chunks_reencoded = 0;  // straddled the window edge (or depended on a base outside it)
+  uint64_t chunks_skipped = 0;    // corrupt in the input: left out, and named in `warnings`
   uint64_t bytes_written = 0;
+  std::vector<std::string> warnings;
 };
 
 // Writes a new run at `output_dir` holding only the data of steps in [first_step, last_step] and all metadata.

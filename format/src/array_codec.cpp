@@ -1,0 +1,233 @@
+#include "array_codec.h"
+
+#include <cstring>
+#include <string>
+
+namespace trainscope::format {
+namespace {
+
+template <typename Word>
+void xor_rows_forward(Word* words, uint32_t rows, uint32_t columns) {
+  // Backwards so that each row is XORed with the original previous row.
+  for (uint32_t r = rows; r-- > 1;) {
+    Word* row = words + size_t(r) * columns;
+    const Word* prev = row - columns;
+    for (uint32_t c = 0; c < columns; ++c) row[c] ^= prev[c];
+  }
+}
+
+template <typename Word>
+void xor_rows_inverse(Word* words, uint32_t rows, uint32_t columns) {
+  for (uint32_t r = 1; r < rows; ++r) {
+    Word* row = words + size_t(r) * columns;
+    const Word* prev = row - columns;
+    for (uint32_t c = 0; c < columns; ++c) row[c] ^= prev[c];
+  }
+}
+
+template <typename Word>
+void shuffle_bytes(const Word* words, size_t count, std::string* out) {
+  constexpr size_t kSize = sizeof(Word);
+  out->resize(count * kSize);
+  auto* dst = reinterpret_cast<uint8_t*>(out->data());
+  auto* src = reinterpret_cast<const uint8_t*>(words);
+  for (size_t i = 0; i < count; ++i)
+    for (size_t b = 0; b < kSize; ++b) dst[b * count + i] = src[i * kSize + b];
+}
+
+template <typename Word>
+void unshuffle_bytes(const std::string& in, size_t count, Word* words) {
+  constexpr size_t kSize = sizeof(Word);
+  auto* src = reinterpret_cast<const uint8_t*>(in.data());
+  auto* dst = reinterpret_cast<uint8_t*>(words);
+  for (size_t i = 0; i < count; ++i)
+    for (size_t b = 0; b < kSize; ++b) dst[i * kSize + b] = src[b * count + i];
+}
+
+template <typename Word>
+void encode_words(std::vector<Word>& words, const std::vector<Word>* base, uint32_t rows, uint32_t columns,
+                  proto::ArrayFilter filter, proto::PackedArray* out) {
+  if (filter == proto::XOR_PREVIOUS_SHUFFLE) xor_rows_forward(words.data(), rows, columns);
+  if (filter == proto::XOR_BASE_SHUFFLE)
+    for (size_t i = 0; i < words.size(); ++i) words[i] ^= (*base)[i];
+  if (filter == proto::NONE) {
+    out->mutable_data()->assign(reinterpret_cast<const char*>(words.data()), words.size() * sizeof(Word));
+  } else {
+    shuffle_bytes(words.data(), words.size(), out->mutable_data());
+  }
+  out->set_filter(filter);
+  out->set_rows(rows);
+  out->set_columns(columns);
+}
+
+template <typename Word>
+std::vector<Word> decode_words(const proto::PackedArray& array, const std::vector<Word>* base) {
+  const size_t count = size_t(array.rows()) * array.columns();
+  if (array.data().size() != count * sizeof(Word))
+    throw FormatError("array of " + std::to_string(array.rows()) + "x" + std::to_string(array.columns()) +
+                      " elements holds " + std::to_string(array.data().size()) + " bytes");
+  std::vector<Word> words(count);
+  switch (array.filter()) {
+    case proto::NONE:
+      if (count) std::memcpy(words.data(), array.data().data(), count * sizeof(Word));
+      break;
+    case proto::SHUFFLE:
+    case proto::XOR_PREVIOUS_SHUFFLE:
+    case proto::XOR_BASE_SHUFFLE:
+      unshuffle_bytes(array.data(), count, words.data());
+      break;
+    default:
+      throw FormatError("unknown array filter " + std::to_string(int(array.filter())));
+  }
+  if (array.filter() == proto::XOR_PREVIOUS_SHUFFLE) xor_rows_inverse(words.data(), array.rows(), array.columns());
+  if (array.filter() == proto::XOR_BASE_SHUFFLE) {
+    if (!base || base->size() != count) throw FormatError("array XORed against a base that is missing or differs in size");
+    for (size_t i = 0; i < count; ++i) words[i] ^= (*base)[i];
+  }
+  return words;
+}
+
+uint32_t float_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+float bits_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+std::vector<uint16_t> to_16bit(const float* values, size_t n, Precision precision) {
+  std::vector<uint16_t> out(n);
+  if (precision == Precision::Float16)
+    for (size_t i = 0; i < n; ++i) out[i] = float_to_half(values[i]);
+  else
+    for (size_t i = 0; i < n; ++i) out[i] = float_to_bfloat16(values[i]);
+  return out;
+}
+
+}  // namespace
+
+uint16_t float_to_half(float f) {
+  const uint32_t x = float_bits(f);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  const uint32_t exponent = (x >> 23) & 0xFFu;
+  uint32_t mantissa = x & 0x7FFFFFu;
+  if (exponent == 0xFF) return uint16_t(sign | 0x7C00u | (mantissa ? 0x200u | (mantissa >> 13) : 0));  // Inf, NaN
+  int e = int(exponent) - 127 + 15;
+  if (e >= 31) return uint16_t(sign | 0x7C00u);  // overflow to Inf
+  if (e <= 0) {                                   // subnormal half, or zero
+    if (e < -10) return uint16_t(sign);
+    mantissa |= 0x800000u;
+    const int shift = 14 - e;
+    uint32_t half = mantissa >> shift;
+    const uint32_t rest = mantissa & ((1u << shift) - 1);
+    const uint32_t halfway = 1u << (shift - 1);
+    if (rest > halfway || (rest == halfway && (half & 1))) ++half;
+    return uint16_t(sign | half);
+  }
+  uint32_t half = (uint32_t(e) << 10) | (mantissa >> 13);
+  const uint32_t rest = mantissa & 0x1FFFu;
+  if (rest > 0x1000u || (rest == 0x1000u && (half & 1))) ++half;  // may carry into the exponent: still correct
+  return uint16_t(sign | half);
+}
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1Fu;
+  uint32_t mantissa = h & 0x3FFu;
+  if (exponent == 0x1F) return bits_float(sign | 0x7F800000u | (mantissa << 13));
+  if (exponent == 0) {
+    if (mantissa == 0) return bits_float(sign);
+    int e = -1;
+    do {
+      ++e;
+      mantissa <<= 1;
+    } while (!(mantissa & 0x400u));
+    return bits_float(sign | (uint32_t(127 - 15 - e) << 23) | ((mantissa & 0x3FFu) << 13));
+  }
+  return bits_float(sign | ((exponent + 127 - 15) << 23) | (mantissa << 13));
+}
+
+uint16_t float_to_bfloat16(float f) {
+  const uint32_t x = float_bits(f);
+  if ((x & 0x7F800000u) == 0x7F800000u && (x & 0x7FFFFFu)) return uint16_t((x >> 16) | 0x40u);  // keep NaN a NaN
+  const uint32_t rounding = 0x7FFFu + ((x >> 16) & 1u);
+  return uint16_t((x + rounding) >> 16);
+}
+
+float bfloat16_to_float(uint16_t h) { return bits_float(uint32_t(h) << 16); }
+
+void pack_floats(const float* values, uint32_t rows, uint32_t columns, Precision precision, proto::ArrayFilter filter,
+                 const float* base, proto::PackedArray* out) {
+  const size_t n = size_t(rows) * columns;
+  if (precision == Precision::Float32) {
+    std::vector<uint32_t> words(n);
+    if (n) std::memcpy(words.data(), values, n * 4);
+    std::vector<uint32_t> base_words;
+    if (filter == proto::XOR_BASE_SHUFFLE) base_words.assign(reinterpret_cast<const uint32_t*>(base),
+                                                             reinterpret_cast<const uint32_t*>(base) + n);
+    out->set_type(proto::FLOAT32);
+    encode_words(words, &base_words, rows, columns, filter, out);
+    return;
+  }
+  std::vector<uint16_t> words = to_16bit(values, n, precision);
+  std::vector<uint16_t> base_words;
+  if (filter == proto::XOR_BASE_SHUFFLE) base_words = to_16bit(base, n, precision);
+  out->set_type(precision == Precision::Float16 ? proto::FLOAT16 : proto::BFLOAT16);
+  encode_words(words, &base_words, rows, columns, filter, out);
+}
+
+std::vector<float> unpack_floats(const proto::PackedArray& array, const float* base) {
+  const size_t n = size_t(array.rows()) * array.columns();
+  switch (array.type()) {
+    case proto::FLOAT32: {
+      std::vector<uint32_t> base_words;
+      if (base) base_words.assign(reinterpret_cast<const uint32_t*>(base), reinterpret_cast<const uint32_t*>(base) + n);
+      std::vector<uint32_t> words = decode_words<uint32_t>(array, base ? &base_words : nullptr);
+      std::vector<float> out(n);
+      if (n) std::memcpy(out.data(), words.data(), n * 4);
+      return out;
+    }
+    case proto::FLOAT16:
+    case proto::BFLOAT16: {
+      const Precision p = array.type() == proto::FLOAT16 ? Precision::Float16 : Precision::BFloat16;
+      std::vector<uint16_t> base_words;
+      if (base) base_words = to_16bit(base, n, p);
+      std::vector<uint16_t> words = decode_words<uint16_t>(array, base ? &base_words : nullptr);
+      std::vector<float> out(n);
+      for (size_t i = 0; i < n; ++i)
+        out[i] = p == Precision::Float16 ? half_to_float(words[i]) : bfloat16_to_float(words[i]);
+      return out;
+    }
+    case proto::FLOAT64: {
+      std::vector<double> d = unpack_doubles(array);
+      return std::vector<float>(d.begin(), d.end());
+    }
+    default:
+      throw FormatError("unknown element type " + std::to_string(int(array.type())));
+  }
+}
+
+void pack_doubles(const double* values, uint32_t rows, uint32_t columns, proto::ArrayFilter filter,
+                  proto::PackedArray* out) {
+  const size_t n = size_t(rows) * columns;
+  std::vector<uint64_t> words(n);
+  if (n) std::memcpy(words.data(), values, n * 8);
+  out->set_type(proto::FLOAT64);
+  encode_words<uint64_t>(words, nullptr, rows, columns, filter, out);
+}
+
+std::vector<double> unpack_doubles(const proto::PackedArray& array) {
+  if (array.type() != proto::FLOAT64) {
+    std::vector<float> f = unpack_floats(array);
+    return std::vector<double>(f.begin(), f.end());
+  }
+  std::vector<uint64_t> words = decode_words<uint64_t>(array, nullptr);
+  std::vector<double> out(words.size());
+  if (!words.empty()) std::memcpy(out.data(), words.data(), words.size() * 8);
+  return out;
+}
+
+}  // namespace trainscope::format

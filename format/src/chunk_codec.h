@@ -1,0 +1,77 @@
+// In-memory forms of chunk payloads and their encoding to and from the protobuf messages of trainscope.proto.
+// Shared by the writer (encode), the reader (decode) and trim (both).
+#pragma once
+
+#include <trainscope/format/metadata.h>
+#include <trainscope/format/run_reader.h>
+#include <trainscope/format/types.h>
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace trainscope::format {
+
+struct ScalarsData {
+  std::vector<int64_t> steps;
+  std::vector<double> wall_time;
+  struct Column {
+    std::string name;
+    std::vector<double> values;   // one per step
+    std::vector<uint8_t> present; // one per step; all 1 when empty
+  };
+  std::vector<Column> columns;
+  size_t byte_size() const;
+};
+
+struct SummaryRecord {
+  uint32_t layer_id;
+  Quantity quantity;
+  int64_t step;
+  TensorSummary summary;
+  bool has_neuron_stats = false;
+};
+struct SummaryData {
+  std::vector<SummaryRecord> records;  // sorted by (layer, quantity, step) when encoded
+};
+
+struct NeuronBlockData {
+  Quantity quantity;
+  Statistic statistic;
+  uint32_t neuron_count = 0;
+  std::vector<int64_t> steps;
+  std::vector<float> values;  // rows = steps
+};
+struct NeuronStatsData {
+  uint32_t layer_id = 0;
+  std::vector<NeuronBlockData> blocks;
+  size_t byte_size() const;
+};
+
+struct FullTensorData {
+  FullTensor tensor;
+  int64_t base_step = -1;   // the snapshot of the same tensor it is XORed against; -1 for a keyframe
+};
+
+std::string encode_metadata(const RunMetadata& metadata);
+RunMetadata decode_metadata(const std::string& payload);
+
+std::string encode_scalars(const ScalarsData& data);
+ScalarsData decode_scalars(const std::string& payload);
+
+std::string encode_summaries(SummaryData data);
+SummaryData decode_summaries(const std::string& payload);
+
+std::string encode_neuron_stats(const NeuronStatsData& data, Precision precision);
+NeuronStatsData decode_neuron_stats(const std::string& payload);
+
+// `base` is the tensor at base_step (same shape), or nullptr for a keyframe.
+std::string encode_full_tensor(const FullTensor& tensor, const FullTensor* base, Precision precision);
+// `base(step)` returns the decoded tensor a delta-coded chunk refers to (nullptr if unavailable: FormatError).
+FullTensorData decode_full_tensor(const std::string& payload, const std::function<const FullTensor*(int64_t)>& base);
+
+std::string encode_gap(const GapInfo& gap);
+GapInfo decode_gap(const std::string& payload);
+
+}  // namespace trainscope::format

@@ -1,0 +1,613 @@
+#include <trainscope/format/run_reader.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <list>
+#include <map>
+#include <mutex>
+#include <set>
+#include <tuple>
+#include <unordered_map>
+#include <variant>
+
+#include "chunk_codec.h"
+#include "segment.h"
+
+namespace trainscope::format {
+namespace {
+
+using Decoded = std::variant<ScalarsData, SummaryData, NeuronStatsData, FullTensor, GapInfo, RunMetadata>;
+using TensorKey = std::tuple<uint32_t, Quantity, bool>;
+
+struct SegmentState {
+  std::filesystem::path path;
+  int fd = -1;
+  bool closed = false;  // has a footer: will not grow
+};
+
+bool overlaps(const ChunkInfo& c, int64_t first, int64_t last) { return c.last_step >= first && c.first_step <= last; }
+
+size_t decoded_bytes(const Decoded& d, const ChunkInfo& c) {
+  if (const auto* n = std::get_if<NeuronStatsData>(&d)) return n->byte_size() + 256;
+  if (const auto* t = std::get_if<FullTensor>(&d)) return t->values.size() * sizeof(float) + 256;
+  if (const auto* s = std::get_if<SummaryData>(&d)) return s->records.size() * sizeof(SummaryRecord) + 256;
+  return size_t(c.raw_size) * 2 + 256;
+}
+
+}  // namespace
+
+struct RunReader::Impl {
+  std::filesystem::path dir;
+  ReaderOptions options;
+  mutable std::recursive_mutex mutex;
+  std::vector<SegmentState> segments;
+  std::vector<std::filesystem::path> segment_paths;
+  std::vector<ChunkInfo> chunks;
+  std::vector<Problem> index_problems;  // from indexing; rebuilt by refresh()
+  std::vector<Problem> read_problems;   // found while decoding chunks
+  std::set<std::pair<uint32_t, uint64_t>> reported;  // chunks with a read problem already reported
+  std::vector<Problem> all_problems;
+  RunMetadata metadata;
+
+  std::vector<size_t> scalar_chunks, summary_chunks, gap_chunks, metadata_chunks;
+  std::map<uint32_t, std::vector<size_t>> neuron_chunks;
+  std::map<TensorKey, std::map<int64_t, size_t>> tensor_chunks;
+
+  // LRU cache of decoded chunks, keyed by (segment, offset).
+  using Key = std::pair<uint32_t, uint64_t>;
+  struct Entry {
+    std::shared_ptr<const Decoded> value;
+    size_t bytes;
+    std::list<Key>::iterator position;
+  };
+  std::list<Key> lru;
+  std::map<Key, Entry> cache;
+  CacheStats stats;
+
+  ~Impl() {
+    for (auto& s : segments)
+      if (s.fd >= 0) ::close(s.fd);
+  }
+
+  void index_all(bool initial);
+  void rebuild_indices();
+  void load_metadata();
+  void refresh_problems() {
+    all_problems = index_problems;
+    all_problems.insert(all_problems.end(), read_problems.begin(), read_problems.end());
+  }
+  std::shared_ptr<const Decoded> decode(size_t chunk_index);
+  std::shared_ptr<const Decoded> decode_uncached(const ChunkInfo& c);
+  void remember(const Key& key, std::shared_ptr<const Decoded> value, size_t bytes);
+  void report(const ChunkInfo& c, const std::string& message) {
+    if (!reported.insert({c.segment, c.offset}).second) return;
+    read_problems.push_back({Problem::Kind::CorruptChunk, segments[c.segment].path, c.offset, message});
+    refresh_problems();
+  }
+  template <typename T>
+  std::shared_ptr<const T> get(size_t chunk_index) {
+    auto d = decode(chunk_index);
+    if (!d || !std::holds_alternative<T>(*d)) return nullptr;
+    return std::shared_ptr<const T>(d, &std::get<T>(*d));
+  }
+};
+
+void RunReader::Impl::index_all(bool initial) {
+  std::error_code ec;
+  std::vector<std::filesystem::path> found;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec))
+    if (entry.is_regular_file() && is_segment_file_name(entry.path().filename().string()))
+      found.push_back(entry.path());
+  if (ec) throw FormatError(dir.string() + ": cannot list directory: " + ec.message());
+  std::sort(found.begin(), found.end());
+  if (initial && found.empty()) throw FormatError(dir.string() + ": not a Trainscope recording (no segment-*.tss files)");
+
+  std::vector<ChunkInfo> new_chunks;
+  std::vector<Problem> problems;
+  std::string first_error;
+  std::vector<SegmentState> new_segments;
+  for (size_t i = 0; i < found.size(); ++i) {
+    SegmentState state;
+    state.path = found[i];
+    // Reuse the open descriptor and the footer of segments already known to be closed.
+    auto known = std::find_if(segments.begin(), segments.end(), [&](const SegmentState& s) { return s.path == found[i]; });
+    if (known != segments.end()) {
+      state.fd = std::exchange(known->fd, -1);
+      state.closed = known->closed;
+      if (state.closed) {
+        const auto old_index = uint32_t(known - segments.begin());
+        for (const ChunkInfo& c : chunks)
+          if (c.segment == old_index) {
+            ChunkInfo copy = c;
+            copy.segment = uint32_t(i);
+            new_chunks.push_back(copy);
+          }
+        for (const Problem& p : index_problems)
+          if (p.file == state.path) problems.push_back(p);
+        new_segments.push_back(std::move(state));
+        continue;
+      }
+    }
+    try {
+      SegmentScan scan = index_segment(found[i], uint32_t(i));
+      state.closed = scan.has_footer;
+      new_chunks.insert(new_chunks.end(), scan.chunks.begin(), scan.chunks.end());
+      problems.insert(problems.end(), scan.problems.begin(), scan.problems.end());
+    } catch (const FormatError& e) {
+      const std::string what = e.what();
+      if (what.find("newer than this reader") != std::string::npos) throw;
+      if (first_error.empty()) first_error = what;
+      problems.push_back({Problem::Kind::CorruptChunk, found[i], 0, what + "; segment skipped"});
+    }
+    if (state.fd < 0) state.fd = ::open(found[i].c_str(), O_RDONLY | O_CLOEXEC);
+    new_segments.push_back(std::move(state));
+  }
+  if (initial && new_chunks.empty() && !first_error.empty()) throw FormatError(first_error);
+  for (auto& s : segments)
+    if (s.fd >= 0) ::close(s.fd);
+  segments = std::move(new_segments);
+  segment_paths.clear();
+  for (const auto& s : segments) segment_paths.push_back(s.path);
+  chunks = std::move(new_chunks);
+  index_problems = std::move(problems);
+  // Offsets may have been re-read: cached entries stay valid because (segment path order, offset) is stable for
+  // files that only grow; a changed file set invalidates them.
+  if (!initial) {
+    cache.clear();
+    lru.clear();
+    stats.bytes_held = 0;
+  }
+  rebuild_indices();
+  refresh_problems();
+}
+
+void RunReader::Impl::rebuild_indices() {
+  scalar_chunks.clear();
+  summary_chunks.clear();
+  gap_chunks.clear();
+  metadata_chunks.clear();
+  neuron_chunks.clear();
+  tensor_chunks.clear();
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const ChunkInfo& c = chunks[i];
+    switch (ChunkType(c.type)) {
+      case ChunkType::Metadata: metadata_chunks.push_back(i); break;
+      case ChunkType::Scalars: scalar_chunks.push_back(i); break;
+      case ChunkType::LayerSummary: summary_chunks.push_back(i); break;
+      case ChunkType::NeuronStats: neuron_chunks[c.layer_id].push_back(i); break;
+      case ChunkType::Gap: gap_chunks.push_back(i); break;
+      case ChunkType::FullTensor: {
+        const TensorKey key{c.layer_id, Quantity(c.aux & 0xFF), (c.aux & kAuxProbeBatch) != 0};
+        tensor_chunks[key][c.first_step] = i;
+        break;
+      }
+      default: break;  // unknown chunk types of a newer minor version are skipped
+    }
+  }
+}
+
+void RunReader::Impl::load_metadata() {
+  for (auto it = metadata_chunks.rbegin(); it != metadata_chunks.rend(); ++it) {
+    if (auto m = get<RunMetadata>(*it)) {
+      metadata = *m;
+      return;
+    }
+  }
+  throw FormatError(dir.string() + ": no readable metadata chunk in " + std::to_string(segments.size()) +
+                    " segment file(s)");
+}
+
+std::shared_ptr<const Decoded> RunReader::Impl::decode(size_t chunk_index) {
+  const ChunkInfo& c = chunks[chunk_index];
+  const Key key{c.segment, c.offset};
+  if (auto it = cache.find(key); it != cache.end()) {
+    ++stats.hits;
+    lru.splice(lru.begin(), lru, it->second.position);
+    return it->second.value;
+  }
+  ++stats.misses;
+  try {
+    auto value = decode_uncached(c);
+    remember(key, value, decoded_bytes(*value, c));
+    return value;
+  } catch (const FormatError& e) {
+    const std::string what = e.what();
+    const std::string& path = segments[c.segment].path.string();
+    report(c, what.rfind(path, 0) == 0 ? what
+                                       : path + " at offset " + std::to_string(c.offset) + ": " +
+                                             chunk_type_name(c.type) + " chunk: " + what);
+    return nullptr;
+  }
+}
+
+std::shared_ptr<const Decoded> RunReader::Impl::decode_uncached(const ChunkInfo& c) {
+  const SegmentState& seg = segments[c.segment];
+  if (seg.fd < 0) throw FormatError(seg.path.string() + ": cannot open");
+  const std::string framed = read_framed_chunk(seg.fd, seg.path, c);
+  stats.stored_bytes_read += framed.size();
+  const std::string raw = decompress_chunk(seg.path, c, framed);
+  stats.raw_bytes_decompressed += raw.size();
+  switch (ChunkType(c.type)) {
+    case ChunkType::Metadata: return std::make_shared<Decoded>(decode_metadata(raw));
+    case ChunkType::Scalars: return std::make_shared<Decoded>(decode_scalars(raw));
+    case ChunkType::LayerSummary: return std::make_shared<Decoded>(decode_summaries(raw));
+    case ChunkType::NeuronStats: return std::make_shared<Decoded>(decode_neuron_stats(raw));
+    case ChunkType::Gap: return std::make_shared<Decoded>(decode_gap(raw));
+    case ChunkType::FullTensor: {
+      const TensorKey key{c.layer_id, Quantity(c.aux & 0xFF), (c.aux & kAuxProbeBatch) != 0};
+      std::shared_ptr<const FullTensor> base_holder;
+      auto base = [&](int64_t step) -> const FullTensor* {
+        auto& by_step = tensor_chunks[key];
+        auto it = by_step.find(step);
+        if (it == by_step.end() || chunks[it->second].first_step >= c.first_step) return nullptr;
+        base_holder = get<FullTensor>(it->second);
+        return base_holder.get();
+      };
+      return std::make_shared<Decoded>(decode_full_tensor(raw, base).tensor);
+    }
+    default: throw FormatError("unknown chunk type " + std::to_string(c.type));
+  }
+}
+
+void RunReader::Impl::remember(const Key& key, std::shared_ptr<const Decoded> value, size_t bytes) {
+  stats.capacity = options.cache_bytes;
+  if (bytes > options.cache_bytes) return;  // larger than the whole cache: hand it out uncached
+  while (stats.bytes_held + bytes > options.cache_bytes && !lru.empty()) {
+    auto victim = cache.find(lru.back());
+    stats.bytes_held -= victim->second.bytes;
+    cache.erase(victim);
+    lru.pop_back();
+  }
+  lru.push_front(key);
+  cache[key] = {std::move(value), bytes, lru.begin()};
+  stats.bytes_held += bytes;
+}
+
+RunReader::RunReader(const std::filesystem::path& run_dir, ReaderOptions options) : impl_(std::make_unique<Impl>()) {
+  std::error_code ec;
+  if (!std::filesystem::exists(run_dir, ec)) throw FormatError(run_dir.string() + ": no such run directory");
+  if (!std::filesystem::is_directory(run_dir, ec))
+    throw FormatError(run_dir.string() + ": not a directory (a run is a directory of segment files)");
+  impl_->dir = run_dir;
+  // A multi-rank run without segments of its own opens its rank 0.
+  const auto ranks = rank_directories(run_dir);
+  if (ranks.size() > 1 || (ranks.size() == 1 && ranks.front() != run_dir)) impl_->dir = ranks.front();
+  impl_->options = options;
+  impl_->stats.capacity = options.cache_bytes;
+  impl_->index_all(true);
+  impl_->load_metadata();
+}
+
+RunReader::~RunReader() = default;
+
+const std::filesystem::path& RunReader::directory() const { return impl_->dir; }
+const RunMetadata& RunReader::metadata() const { return impl_->metadata; }
+const std::vector<std::filesystem::path>& RunReader::segment_files() const { return impl_->segment_paths; }
+const std::vector<ChunkInfo>& RunReader::chunks() const { return impl_->chunks; }
+const std::vector<Problem>& RunReader::problems() const { return impl_->all_problems; }
+
+bool RunReader::complete() const {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  return std::all_of(impl_->segments.begin(), impl_->segments.end(), [](const SegmentState& s) { return s.closed; });
+}
+
+bool RunReader::refresh() {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  const size_t before = impl_->chunks.size();
+  const size_t segments_before = impl_->segments.size();
+  impl_->index_all(false);
+  try {
+    impl_->load_metadata();
+  } catch (const FormatError&) {
+    // keep the metadata we had
+  }
+  return impl_->chunks.size() != before || impl_->segments.size() != segments_before;
+}
+
+std::vector<std::string> RunReader::scalar_names() const {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  std::vector<std::string> names;
+  for (size_t i : impl_->scalar_chunks)
+    if (auto d = impl_->get<ScalarsData>(i))
+      for (const auto& c : d->columns)
+        if (std::find(names.begin(), names.end(), c.name) == names.end()) names.push_back(c.name);
+  return names;
+}
+
+std::vector<ScalarSeries> RunReader::read_scalars(int64_t first_step, int64_t last_step) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  std::vector<ScalarSeries> out;
+  std::map<std::string, size_t> by_name;
+  for (size_t i : impl_->scalar_chunks) {
+    if (!overlaps(impl_->chunks[i], first_step, last_step)) continue;
+    auto d = impl_->get<ScalarsData>(i);
+    if (!d) continue;
+    for (const auto& c : d->columns) {
+      auto it = by_name.find(c.name);
+      if (it == by_name.end()) {
+        it = by_name.emplace(c.name, out.size()).first;
+        out.push_back({c.name, {}, {}});
+      }
+      ScalarSeries& series = out[it->second];
+      for (size_t r = 0; r < d->steps.size(); ++r) {
+        if (!c.present[r] || d->steps[r] < first_step || d->steps[r] > last_step) continue;
+        series.steps.push_back(d->steps[r]);
+        series.values.push_back(c.values[r]);
+      }
+    }
+  }
+  for (ScalarSeries& s : out) {  // chunks are in file order; a trimmed or multi-segment run is still sorted by step
+    if (std::is_sorted(s.steps.begin(), s.steps.end())) continue;
+    std::vector<size_t> order(s.steps.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return s.steps[a] < s.steps[b]; });
+    ScalarSeries sorted{s.name, {}, {}};
+    for (size_t i : order) sorted.steps.push_back(s.steps[i]), sorted.values.push_back(s.values[i]);
+    s = std::move(sorted);
+  }
+  return out;
+}
+
+std::vector<int64_t> RunReader::snapshot_steps() const {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  std::set<int64_t> steps;
+  for (size_t i : impl_->summary_chunks)
+    if (auto d = impl_->get<SummaryData>(i))
+      for (const auto& r : d->records)
+        if (r.has_neuron_stats) steps.insert(r.step);
+  return {steps.begin(), steps.end()};
+}
+
+int64_t RunReader::first_step() const {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  int64_t s = INT64_MAX;
+  for (const ChunkInfo& c : impl_->chunks)
+    if (c.type != uint16_t(ChunkType::Metadata)) s = std::min(s, c.first_step);
+  return s == INT64_MAX ? 0 : s;
+}
+
+int64_t RunReader::last_step() const {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  int64_t s = INT64_MIN;
+  for (const ChunkInfo& c : impl_->chunks)
+    if (c.type != uint16_t(ChunkType::Metadata)) s = std::max(s, c.last_step);
+  return s == INT64_MIN ? 0 : s;
+}
+
+std::vector<SummaryPoint> RunReader::read_summaries(uint32_t layer_id, Quantity q, int64_t first_step,
+                                                    int64_t last_step) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  std::vector<SummaryPoint> out;
+  for (size_t i : impl_->summary_chunks) {
+    if (!overlaps(impl_->chunks[i], first_step, last_step)) continue;
+    auto d = impl_->get<SummaryData>(i);
+    if (!d) continue;
+    for (const auto& r : d->records)
+      if (r.layer_id == layer_id && r.quantity == q && r.step >= first_step && r.step <= last_step)
+        out.push_back({r.step, r.summary});
+  }
+  std::stable_sort(out.begin(), out.end(), [](const SummaryPoint& a, const SummaryPoint& b) { return a.step < b.step; });
+  return out;
+}
+
+std::vector<LayerQuantityRecord> RunReader::read_all_summaries(int64_t first_step, int64_t last_step,
+                                                               std::vector<int64_t>* steps_out) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  std::vector<LayerQuantityRecord> out;
+  std::vector<int64_t> steps;
+  for (size_t i : impl_->summary_chunks) {
+    if (!overlaps(impl_->chunks[i], first_step, last_step)) continue;
+    auto d = impl_->get<SummaryData>(i);
+    if (!d) continue;
+    for (const auto& r : d->records) {
+      if (r.step < first_step || r.step > last_step) continue;
+      LayerQuantityRecord rec;
+      rec.layer_id = r.layer_id;
+      rec.quantity = r.quantity;
+      rec.summary = r.summary;
+      out.push_back(std::move(rec));
+      steps.push_back(r.step);
+    }
+  }
+  if (steps_out) *steps_out = std::move(steps);
+  return out;
+}
+
+std::optional<NeuronSeries> RunReader::read_neuron_series(uint32_t layer_id, Quantity q, Statistic s,
+                                                          int64_t first_step, int64_t last_step) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  auto it = impl_->neuron_chunks.find(layer_id);
+  if (it == impl_->neuron_chunks.end()) return std::nullopt;
+  NeuronSeries out;
+  out.layer_id = layer_id;
+  out.quantity = q;
+  out.statistic = s;
+  bool found = false;
+  for (size_t i : it->second) {
+    const ChunkInfo& c = impl_->chunks[i];
+    if (!overlaps(c, first_step, last_step) || !(c.aux & (1u << unsigned(q)))) continue;
+    auto d = impl_->get<NeuronStatsData>(i);
+    if (!d) continue;
+    for (const NeuronBlockData& b : d->blocks) {
+      if (b.quantity != q || b.statistic != s) continue;
+      if (!found) out.neuron_count = b.neuron_count;
+      found = true;
+      if (b.neuron_count != out.neuron_count) continue;  // the layer changed size; keep the first shape
+      for (size_t r = 0; r < b.steps.size(); ++r) {
+        if (b.steps[r] < first_step || b.steps[r] > last_step) continue;
+        out.steps.push_back(b.steps[r]);
+        out.values.insert(out.values.end(), b.values.begin() + ptrdiff_t(r * b.neuron_count),
+                          b.values.begin() + ptrdiff_t((r + 1) * b.neuron_count));
+      }
+    }
+  }
+  if (!found) return std::nullopt;
+  return out;
+}
+
+Snapshot RunReader::read_snapshot(int64_t step) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  Snapshot snap;
+  snap.step = step;
+  bool any = false;
+  for (size_t i : impl_->scalar_chunks) {
+    if (!overlaps(impl_->chunks[i], step, step)) continue;
+    auto d = impl_->get<ScalarsData>(i);
+    if (!d) continue;
+    for (size_t r = 0; r < d->steps.size(); ++r) {
+      if (d->steps[r] != step) continue;
+      any = true;
+      snap.wall_time = d->wall_time[r];
+      for (const auto& c : d->columns)
+        if (c.present[r]) snap.scalars.emplace_back(c.name, c.values[r]);
+    }
+  }
+  std::map<std::pair<uint32_t, Quantity>, size_t> records;
+  for (size_t i : impl_->summary_chunks) {
+    if (!overlaps(impl_->chunks[i], step, step)) continue;
+    auto d = impl_->get<SummaryData>(i);
+    if (!d) continue;
+    for (const auto& r : d->records) {
+      if (r.step != step) continue;
+      any = true;
+      records[{r.layer_id, r.quantity}] = snap.layers.size();
+      LayerQuantityRecord rec;
+      rec.layer_id = r.layer_id;
+      rec.quantity = r.quantity;
+      rec.summary = r.summary;
+      snap.layers.push_back(std::move(rec));
+    }
+  }
+  for (const auto& [layer_id, indices] : impl_->neuron_chunks) {
+    for (size_t i : indices) {
+      if (!overlaps(impl_->chunks[i], step, step)) continue;
+      auto d = impl_->get<NeuronStatsData>(i);
+      if (!d) continue;
+      // Blocks are gathered per quantity in statistic order, as LayerQuantityRecord lays them out.
+      for (Quantity q : all_quantities()) {
+        for (Statistic s : all_statistics()) {
+          for (const NeuronBlockData& b : d->blocks) {
+            if (b.quantity != q || b.statistic != s) continue;
+            auto row = std::find(b.steps.begin(), b.steps.end(), step);
+            if (row == b.steps.end()) continue;
+            auto rec_it = records.find({layer_id, q});
+            if (rec_it == records.end()) {
+              rec_it = records.emplace(std::make_pair(layer_id, q), snap.layers.size()).first;
+              snap.layers.push_back({layer_id, q, {}, 0, 0, {}});
+            }
+            LayerQuantityRecord& rec = snap.layers[rec_it->second];
+            if (rec.neuron_stats && rec.neuron_count != b.neuron_count) continue;
+            if (rec.neuron_stats & statistic_bit(s)) continue;
+            rec.neuron_count = b.neuron_count;
+            rec.neuron_stats |= statistic_bit(s);
+            const size_t r = size_t(row - b.steps.begin());
+            rec.neuron_values.insert(rec.neuron_values.end(), b.values.begin() + ptrdiff_t(r * b.neuron_count),
+                                     b.values.begin() + ptrdiff_t((r + 1) * b.neuron_count));
+            any = true;
+          }
+        }
+      }
+    }
+  }
+  if (!any) throw FormatError(impl_->dir.string() + ": no data recorded at step " + std::to_string(step));
+  return snap;
+}
+
+std::vector<int64_t> RunReader::full_tensor_steps(uint32_t layer_id, Quantity q, bool probe_batch) const {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  std::vector<int64_t> steps;
+  auto it = impl_->tensor_chunks.find({layer_id, q, probe_batch});
+  if (it != impl_->tensor_chunks.end())
+    for (const auto& [step, index] : it->second) steps.push_back(step);
+  return steps;
+}
+
+std::optional<FullTensor> RunReader::read_full_tensor(uint32_t layer_id, Quantity q, int64_t step, bool probe_batch) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  auto it = impl_->tensor_chunks.find({layer_id, q, probe_batch});
+  if (it == impl_->tensor_chunks.end()) return std::nullopt;
+  auto found = it->second.find(step);
+  if (found == it->second.end()) return std::nullopt;
+  auto t = impl_->get<FullTensor>(found->second);
+  if (!t) return std::nullopt;
+  return *t;
+}
+
+std::vector<GapInfo> RunReader::gaps() {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  std::vector<GapInfo> out;
+  for (size_t i : impl_->gap_chunks)
+    if (auto g = impl_->get<GapInfo>(i)) out.push_back(*g);
+  return out;
+}
+
+std::vector<Problem> RunReader::verify(const std::function<void(uint64_t, uint64_t)>& progress) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  std::vector<Problem> problems = impl_->index_problems;
+  uint64_t total = 0, done = 0;
+  for (const ChunkInfo& c : impl_->chunks) total += kChunkHeaderSize + c.stored_size;
+  for (const ChunkInfo& c : impl_->chunks) {
+    try {
+      (void)impl_->decode_uncached(c);  // checksum, decompression and full decoding
+    } catch (const FormatError& e) {
+      const std::string what = e.what();
+      const std::string path = impl_->segments[c.segment].path.string();
+      problems.push_back({Problem::Kind::CorruptChunk, impl_->segments[c.segment].path, c.offset,
+                          what.rfind(path, 0) == 0 ? what
+                                                   : path + " at offset " + std::to_string(c.offset) + ": " +
+                                                         chunk_type_name(c.type) + " chunk: " + what});
+    }
+    done += kChunkHeaderSize + c.stored_size;
+    if (progress) progress(done, total);
+  }
+  return problems;
+}
+
+CacheStats RunReader::cache_stats() const {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  return impl_->stats;
+}
+
+void RunReader::clear_cache() {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  impl_->cache.clear();
+  impl_->lru.clear();
+  impl_->stats.bytes_held = 0;
+}
+
+uint64_t RunReader::stored_bytes() const {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  uint64_t n = 0;
+  std::error_code ec;
+  for (const auto& s : impl_->segments) n += std::filesystem::file_size(s.path, ec);
+  return n;
+}
+
+uint64_t RunReader::raw_bytes() const {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  uint64_t n = 0;
+  for (const ChunkInfo& c : impl_->chunks) n += c.raw_size;
+  return n;
+}
+
+std::vector<std::filesystem::path> rank_directories(const std::filesystem::path& run_dir) {
+  std::vector<std::filesystem::path> ranks;
+  std::error_code ec;
+  bool has_segments = false;
+  std::vector<std::pair<long, std::filesystem::path>> numbered;
+  for (const auto& entry : std::filesystem::directory_iterator(run_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && is_segment_file_name(name)) has_segments = true;
+    if (entry.is_directory() && name.rfind("rank-", 0) == 0 && name.size() > 5 &&
+        name.find_first_not_of("0123456789", 5) == std::string::npos)
+      numbered.emplace_back(std::stol(name.substr(5)), entry.path());
+  }
+  if (has_segments || numbered.empty()) return {run_dir};
+  std::sort(numbered.begin(), numbered.end());
+  for (auto& [n, p] : numbered) ranks.push_back(p);
+  return ranks;
+}
+
+}  // namespace trainscope::format

@@ -1,0 +1,40 @@
+// Helpers shared by the format tests: temporary run directories and training-like synthetic data.
+#pragma once
+
+#include <trainscope/format/metadata.h>
+#include <trainscope/format/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace trainscope::testing {
+
+// A fresh directory under the system temp dir, removed when the object goes away.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag = "run");
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// A small MLP-like model: root, encoder (Sequential) with fc1 and act1, decoder.fc2.
+format::RunMetadata small_model_metadata(uint32_t neurons = 16);
+
+// A deterministic snapshot for `step`: smooth per-neuron series, all quantities and statistics.
+format::Snapshot synthetic_snapshot(int64_t step, uint32_t neurons, const format::RunMetadata& metadata,
+                                    bool with_neurons = true);
+
+// Smoothly drifting weight values, as SGD produces between snapshots.
+std::vector<float> drifting_weights(size_t count, int64_t step, uint32_t seed = 7);
+
+std::vector<uint8_t> read_file(const std::filesystem::path& path);
+void write_file(const std::filesystem::path& path, const std::vector<uint8_t>& bytes);
+
+}  // namespace trainscope::testing

@@ -11,7 +11,12 @@
 #include <string>
 #include <vector>
 
+#include <trainscope/analysis/json_writer.h>
+
 namespace trainscope::cli {
+
+using analysis::json_escape;
+using analysis::json_number;
 
 // A user error: the message names the argument or file. Printed as "trainscope <command>: <message>", exit 2.
 class UsageError : public std::runtime_error {
@@ -66,9 +71,6 @@ std::string format_count(uint64_t n);  // 1234567 -> "1,234,567"
 // Shortest text that reads back to the same value; "nan", "inf", "-inf" for the specials.
 std::string format_double(double v);
 std::string format_float(float v);
-std::string json_escape(const std::string& s);
-// JSON has no NaN or Inf: they are written as the strings "NaN", "Infinity", "-Infinity".
-std::string json_number(double v);
 
 int run_info(int argc, char** argv);
 int run_check(int argc, char** argv);

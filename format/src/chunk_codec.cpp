@@ -190,7 +190,8 @@ FullTensorData decode_full_tensor(const std::string& payload, const std::functio
     const FullTensor* b = base ? base(d.base_step) : nullptr;
     if (!b) throw FormatError("full tensor at step " + std::to_string(d.tensor.step) + " needs its base at step " +
                               std::to_string(d.base_step) + ", which is missing");
-    if (b->values.size() != size_t(m.values().columns())) throw FormatError("full tensor base differs in size");
+    if (b->values.size() != size_t(m.values().rows()) * m.values().columns())
+      throw FormatError("full tensor base differs in size");
     base_values = b->values.data();
   }
   d.tensor.values = unpack_floats(m.values(), base_values);

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 
 #include "crc32c.h"
 #include "trainscope/format/version.h"
@@ -32,7 +33,13 @@ std::string at(const std::filesystem::path& path, uint64_t offset) {
   return path.string() + " at offset " + std::to_string(offset);
 }
 
-std::string errno_text() { return std::strerror(errno); }
+std::string errno_text() {
+  return std::strerror(errno);
+}
+
+// Chunks up to this raw size are decompressed in one call into a buffer of the announced size; larger ones grow
+// their buffer as the data really comes out.
+constexpr uint32_t kTrustedRawSize = 64u << 20;
 
 // Reads exactly `size` bytes at `offset`; returns how many were available.
 size_t pread_full(int fd, void* data, size_t size, uint64_t offset) {
@@ -222,11 +229,42 @@ std::string decompress_chunk(const std::filesystem::path& path, const ChunkInfo&
     throw FormatError(at(path, chunk.offset) + ": chunk length does not match its header");
   if (crc32c(bytes + kChunkHeaderSize, h.stored_size) != h.payload_crc)
     throw FormatError(at(path, chunk.offset) + ": checksum mismatch in " + chunk_type_name(h.type) + " chunk");
-  std::string raw(h.raw_size, '\0');
-  const size_t n = ZSTD_decompress(raw.data(), raw.size(), bytes + kChunkHeaderSize, h.stored_size);
-  if (ZSTD_isError(n) || n != h.raw_size)
-    throw FormatError(at(path, chunk.offset) + ": chunk does not decompress (" +
-                      (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size") + ")");
+  // The raw size comes from the file: never allocate more than the payload can really expand to. Each zstd block
+  // holds at most 128 KiB and takes at least 3 bytes, and the writer always records the content size in the frame.
+  const unsigned long long content = ZSTD_getFrameContentSize(bytes + kChunkHeaderSize, h.stored_size);
+  if (content != h.raw_size || uint64_t(h.raw_size) > (uint64_t(h.stored_size) / 3 + 1) * (128 << 10))
+    throw FormatError(at(path, chunk.offset) + ": chunk does not decompress (its zstd frame does not hold the " +
+                      std::to_string(h.raw_size) + " bytes its header announces)");
+  std::string raw;
+  if (h.raw_size <= kTrustedRawSize) {
+    raw.resize(h.raw_size);
+    const size_t n = ZSTD_decompress(raw.data(), raw.size(), bytes + kChunkHeaderSize, h.stored_size);
+    if (ZSTD_isError(n) || n != h.raw_size)
+      throw FormatError(at(path, chunk.offset) + ": chunk does not decompress (" +
+                        (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size") + ")");
+    return raw;
+  }
+  // Large: grow the output as zstd really produces it, so a forged size cannot make the reader allocate gigabytes.
+  std::unique_ptr<ZSTD_DStream, size_t (*)(ZSTD_DStream*)> stream(ZSTD_createDStream(), ZSTD_freeDStream);
+  ZSTD_inBuffer in{bytes + kChunkHeaderSize, h.stored_size, 0};
+  raw.resize(kTrustedRawSize);
+  ZSTD_outBuffer out{raw.data(), raw.size(), 0};
+  for (;;) {
+    const size_t r = ZSTD_decompressStream(stream.get(), &out, &in);
+    if (ZSTD_isError(r))
+      throw FormatError(at(path, chunk.offset) + ": chunk does not decompress (" + ZSTD_getErrorName(r) + ")");
+    if (r == 0) break;
+    if (out.pos == out.size) {
+      if (out.size >= h.raw_size) break;  // more output than announced
+      raw.resize(std::min<size_t>(size_t(h.raw_size), raw.size() * 2));
+      out.dst = raw.data();
+      out.size = raw.size();
+    } else if (in.pos == in.size) {
+      break;  // the frame ends early
+    }
+  }
+  if (out.pos != h.raw_size || in.pos != in.size)
+    throw FormatError(at(path, chunk.offset) + ": chunk does not decompress (wrong size)");
   return raw;
 }
 
@@ -279,7 +317,8 @@ bool read_footer(int fd, const std::filesystem::path& path, uint32_t segment, ui
   uint8_t hb[kChunkHeaderSize];
   ChunkHeader h;
   if (pread_full(fd, hb, kChunkHeaderSize, index_offset) != kChunkHeaderSize || !decode_chunk_header(hb, &h) ||
-      h.type != uint16_t(ChunkType::Index) || index_offset + kChunkHeaderSize + h.stored_size + kTrailerSize != file_size)
+      h.type != uint16_t(ChunkType::Index) ||
+      index_offset + kChunkHeaderSize + h.stored_size + kTrailerSize != file_size)
     return problem("corrupt index footer at offset " + std::to_string(index_offset));
   const ChunkInfo index_chunk = info_from_header(h, segment, index_offset);
   proto::SegmentIndex index;
@@ -343,8 +382,7 @@ SegmentScan index_segment(const std::filesystem::path& path, uint32_t segment, u
     throw FormatError(path.string() + ": written in format version " + std::to_string(scan.header.format_major) + "." +
                       std::to_string(scan.header.format_minor) + ", newer than this reader (" +
                       std::to_string(kFormatMajor) + ".x); use a newer trainscope");
-  if (scan.header.format_major == 0)
-    throw FormatError(path.string() + ": format version 0 is not a released version");
+  if (scan.header.format_major == 0) throw FormatError(path.string() + ": format version 0 is not a released version");
   if (scan.header.codec != kCodecZstd)
     throw FormatError(path.string() + ": unknown codec " + std::to_string(scan.header.codec) + " at offset 12");
 

@@ -1,7 +1,12 @@
 #include "array_codec.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace trainscope::format {
 namespace {
@@ -73,15 +78,13 @@ std::vector<Word> decode_words(const proto::PackedArray& array, const std::vecto
       break;
     case proto::SHUFFLE:
     case proto::XOR_PREVIOUS_SHUFFLE:
-    case proto::XOR_BASE_SHUFFLE:
-      unshuffle_bytes(array.data(), count, words.data());
-      break;
-    default:
-      throw FormatError("unknown array filter " + std::to_string(int(array.filter())));
+    case proto::XOR_BASE_SHUFFLE: unshuffle_bytes(array.data(), count, words.data()); break;
+    default: throw FormatError("unknown array filter " + std::to_string(int(array.filter())));
   }
   if (array.filter() == proto::XOR_PREVIOUS_SHUFFLE) xor_rows_inverse(words.data(), array.rows(), array.columns());
   if (array.filter() == proto::XOR_BASE_SHUFFLE) {
-    if (!base || base->size() != count) throw FormatError("array XORed against a base that is missing or differs in size");
+    if (!base || base->size() != count)
+      throw FormatError("array XORed against a base that is missing or differs in size");
     for (size_t i = 0; i < count; ++i) words[i] ^= (*base)[i];
   }
   return words;
@@ -107,6 +110,129 @@ std::vector<uint16_t> to_16bit(const float* values, size_t n, Precision precisio
   return out;
 }
 
+uint32_t load32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+void store32(uint8_t* p, uint32_t v) {
+  std::memcpy(p, &v, 4);
+}
+
+// Byte shuffle of 32-bit words [begin, end) into four planes of `count` bytes at `planes`, each word first XORed
+// with other[i - lag] when `other` is given. The hot path of writing: one pass, no intermediate copy.
+void shuffle32(const uint8_t* src, const uint8_t* other, size_t lag, size_t begin, size_t end, size_t count,
+               uint8_t* planes) {
+  size_t i = begin;
+#if defined(__SSE2__)
+  // 16 words at a time: three rounds of byte unpacking turn 4 x (4 words) into 4 x (16 bytes of one plane).
+  for (; i + 16 <= end; i += 16) {
+    __m128i w[4];
+    for (int k = 0; k < 4; ++k) {
+      w[k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 4 * (i + 4 * size_t(k))));
+      if (other)
+        w[k] = _mm_xor_si128(w[k],
+                             _mm_loadu_si128(reinterpret_cast<const __m128i*>(other + 4 * (i + 4 * size_t(k) - lag))));
+    }
+    const __m128i t0 = _mm_unpacklo_epi8(w[0], w[1]), t1 = _mm_unpackhi_epi8(w[0], w[1]);
+    const __m128i t2 = _mm_unpacklo_epi8(w[2], w[3]), t3 = _mm_unpackhi_epi8(w[2], w[3]);
+    const __m128i u0 = _mm_unpacklo_epi8(t0, t1), u1 = _mm_unpackhi_epi8(t0, t1);
+    const __m128i u2 = _mm_unpacklo_epi8(t2, t3), u3 = _mm_unpackhi_epi8(t2, t3);
+    const __m128i v0 = _mm_unpacklo_epi8(u0, u1), v1 = _mm_unpackhi_epi8(u0, u1);
+    const __m128i v2 = _mm_unpacklo_epi8(u2, u3), v3 = _mm_unpackhi_epi8(u2, u3);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(planes + i), _mm_unpacklo_epi64(v0, v2));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(planes + count + i), _mm_unpackhi_epi64(v0, v2));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(planes + 2 * count + i), _mm_unpacklo_epi64(v1, v3));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(planes + 3 * count + i), _mm_unpackhi_epi64(v1, v3));
+  }
+#endif
+  for (; i < end; ++i) {
+    uint32_t word = load32(src + 4 * i);
+    if (other) word ^= load32(other + 4 * (i - lag));
+    for (size_t b = 0; b < 4; ++b) planes[b * count + i] = uint8_t(word >> (8 * b));
+  }
+}
+
+// The inverse: four planes of `count` bytes back into words, each XORed with base[i] when `base` is given.
+void unshuffle32(const uint8_t* planes, size_t count, const uint8_t* base, uint8_t* dst) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  for (; i + 16 <= count; i += 16) {
+    const __m128i p0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + i));
+    const __m128i p1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + count + i));
+    const __m128i p2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + 2 * count + i));
+    const __m128i p3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + 3 * count + i));
+    const __m128i x0 = _mm_unpacklo_epi8(p0, p1), x1 = _mm_unpackhi_epi8(p0, p1);
+    const __m128i y0 = _mm_unpacklo_epi8(p2, p3), y1 = _mm_unpackhi_epi8(p2, p3);
+    __m128i w[4] = {_mm_unpacklo_epi16(x0, y0), _mm_unpackhi_epi16(x0, y0), _mm_unpacklo_epi16(x1, y1),
+                    _mm_unpackhi_epi16(x1, y1)};
+    for (int k = 0; k < 4; ++k) {
+      if (base)
+        w[k] = _mm_xor_si128(w[k], _mm_loadu_si128(reinterpret_cast<const __m128i*>(base + 4 * (i + 4 * size_t(k)))));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 4 * (i + 4 * size_t(k))), w[k]);
+    }
+  }
+#endif
+  for (; i < count; ++i) {
+    uint32_t word = uint32_t(planes[i]) | uint32_t(planes[count + i]) << 8 | uint32_t(planes[2 * count + i]) << 16 |
+                    uint32_t(planes[3 * count + i]) << 24;
+    if (base) word ^= load32(base + 4 * i);
+    store32(dst + 4 * i, word);
+  }
+}
+
+void pack_float32(const float* values, uint32_t rows, uint32_t columns, proto::ArrayFilter filter, const float* base,
+                  proto::PackedArray* out) {
+  const size_t n = size_t(rows) * columns;
+  const auto* src = reinterpret_cast<const uint8_t*>(values);
+  std::string* data = out->mutable_data();
+  data->resize(n * 4);
+  auto* dst = reinterpret_cast<uint8_t*>(data->data());
+  switch (filter) {
+    case proto::NONE:
+      if (n) std::memcpy(dst, src, n * 4);
+      break;
+    case proto::SHUFFLE: shuffle32(src, nullptr, 0, 0, n, n, dst); break;
+    case proto::XOR_BASE_SHUFFLE: shuffle32(src, reinterpret_cast<const uint8_t*>(base), 0, 0, n, n, dst); break;
+    case proto::XOR_PREVIOUS_SHUFFLE: {
+      const size_t first_row = std::min<size_t>(columns, n);
+      shuffle32(src, nullptr, 0, 0, first_row, n, dst);
+      shuffle32(src, src, columns, first_row, n, n, dst);
+      break;
+    }
+    default: throw FormatError("unknown array filter " + std::to_string(int(filter)));
+  }
+  out->set_type(proto::FLOAT32);
+  out->set_filter(filter);
+  out->set_rows(rows);
+  out->set_columns(columns);
+}
+
+std::vector<float> unpack_float32(const proto::PackedArray& array, const float* base) {
+  const size_t count = size_t(array.rows()) * array.columns();
+  if (array.data().size() != count * 4)
+    throw FormatError("array of " + std::to_string(array.rows()) + "x" + std::to_string(array.columns()) +
+                      " elements holds " + std::to_string(array.data().size()) + " bytes");
+  const auto filter = array.filter();
+  if (filter != proto::NONE && filter != proto::SHUFFLE && filter != proto::XOR_PREVIOUS_SHUFFLE &&
+      filter != proto::XOR_BASE_SHUFFLE)
+    throw FormatError("unknown array filter " + std::to_string(int(filter)));
+  if (filter == proto::XOR_BASE_SHUFFLE && !base)
+    throw FormatError("array XORed against a base that is missing or differs in size");
+  std::vector<float> out(count);
+  auto* dst = reinterpret_cast<uint8_t*>(out.data());
+  const auto* src = reinterpret_cast<const uint8_t*>(array.data().data());
+  if (filter == proto::NONE) {
+    if (count) std::memcpy(dst, src, count * 4);
+    return out;
+  }
+  unshuffle32(src, count, filter == proto::XOR_BASE_SHUFFLE ? reinterpret_cast<const uint8_t*>(base) : nullptr, dst);
+  if (filter == proto::XOR_PREVIOUS_SHUFFLE)
+    for (size_t i = array.columns(); i < count; ++i)
+      store32(dst + 4 * i, load32(dst + 4 * i) ^ load32(dst + 4 * (i - array.columns())));
+  return out;
+}
+
 }  // namespace
 
 uint16_t float_to_half(float f) {
@@ -117,7 +243,7 @@ uint16_t float_to_half(float f) {
   if (exponent == 0xFF) return uint16_t(sign | 0x7C00u | (mantissa ? 0x200u | (mantissa >> 13) : 0));  // Inf, NaN
   int e = int(exponent) - 127 + 15;
   if (e >= 31) return uint16_t(sign | 0x7C00u);  // overflow to Inf
-  if (e <= 0) {                                   // subnormal half, or zero
+  if (e <= 0) {                                  // subnormal half, or zero
     if (e < -10) return uint16_t(sign);
     mantissa |= 0x800000u;
     const int shift = 14 - e;
@@ -157,21 +283,14 @@ uint16_t float_to_bfloat16(float f) {
   return uint16_t((x + rounding) >> 16);
 }
 
-float bfloat16_to_float(uint16_t h) { return bits_float(uint32_t(h) << 16); }
+float bfloat16_to_float(uint16_t h) {
+  return bits_float(uint32_t(h) << 16);
+}
 
 void pack_floats(const float* values, uint32_t rows, uint32_t columns, Precision precision, proto::ArrayFilter filter,
                  const float* base, proto::PackedArray* out) {
   const size_t n = size_t(rows) * columns;
-  if (precision == Precision::Float32) {
-    std::vector<uint32_t> words(n);
-    if (n) std::memcpy(words.data(), values, n * 4);
-    std::vector<uint32_t> base_words;
-    if (filter == proto::XOR_BASE_SHUFFLE) base_words.assign(reinterpret_cast<const uint32_t*>(base),
-                                                             reinterpret_cast<const uint32_t*>(base) + n);
-    out->set_type(proto::FLOAT32);
-    encode_words(words, &base_words, rows, columns, filter, out);
-    return;
-  }
+  if (precision == Precision::Float32) return pack_float32(values, rows, columns, filter, base, out);
   std::vector<uint16_t> words = to_16bit(values, n, precision);
   std::vector<uint16_t> base_words;
   if (filter == proto::XOR_BASE_SHUFFLE) base_words = to_16bit(base, n, precision);
@@ -182,14 +301,7 @@ void pack_floats(const float* values, uint32_t rows, uint32_t columns, Precision
 std::vector<float> unpack_floats(const proto::PackedArray& array, const float* base) {
   const size_t n = size_t(array.rows()) * array.columns();
   switch (array.type()) {
-    case proto::FLOAT32: {
-      std::vector<uint32_t> base_words;
-      if (base) base_words.assign(reinterpret_cast<const uint32_t*>(base), reinterpret_cast<const uint32_t*>(base) + n);
-      std::vector<uint32_t> words = decode_words<uint32_t>(array, base ? &base_words : nullptr);
-      std::vector<float> out(n);
-      if (n) std::memcpy(out.data(), words.data(), n * 4);
-      return out;
-    }
+    case proto::FLOAT32: return unpack_float32(array, base);
     case proto::FLOAT16:
     case proto::BFLOAT16: {
       const Precision p = array.type() == proto::FLOAT16 ? Precision::Float16 : Precision::BFloat16;
@@ -205,8 +317,7 @@ std::vector<float> unpack_floats(const proto::PackedArray& array, const float* b
       std::vector<double> d = unpack_doubles(array);
       return std::vector<float>(d.begin(), d.end());
     }
-    default:
-      throw FormatError("unknown element type " + std::to_string(int(array.type())));
+    default: throw FormatError("unknown element type " + std::to_string(int(array.type())));
   }
 }
 

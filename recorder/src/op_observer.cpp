@@ -1,0 +1,296 @@
+#include "op_observer.h"
+
+#include <ATen/record_function.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "neuron_stats.h"
+
+namespace trainscope::detail {
+
+namespace {
+
+// The observer capturing on this thread, if any. RecordFunction callbacks are plain function pointers, and ops of
+// other threads (data loading, another recorder's job) must not be attributed to this model.
+thread_local OpObserver* t_active = nullptr;
+
+// One process-wide callback, enabled while at least one observer is armed.
+std::mutex g_callback_mutex;
+at::CallbackHandle g_callback = at::INVALID_CALLBACK_HANDLE;
+int g_armed_count = 0;
+
+std::string_view base_op_name(const char* name) {
+  std::string_view n(name);
+  if (n.rfind("aten::", 0) == 0) n.remove_prefix(6);
+  if (!n.empty() && n.back() == '_') n.remove_suffix(1);  // in-place variant: relu_ is relu
+  return n;
+}
+
+bool is_recurrent_op(std::string_view n) {
+  return n == "lstm" || n == "gru" || n == "rnn_tanh" || n == "rnn_relu";
+}
+
+template <typename F>
+void for_each_tensor(const c10::IValue& v, F&& f) {
+  if (v.isTensor()) {
+    f(v.toTensor());
+  } else if (v.isTensorList()) {
+    const c10::List<at::Tensor> list = v.toTensorList();
+    for (size_t i = 0; i < list.size(); ++i) f(list.get(i));
+  } else if (v.isTuple()) {
+    for (const c10::IValue& e : v.toTupleRef().elements()) for_each_tensor(e, f);
+  }
+}
+
+}  // namespace
+
+struct OpObserver::OpContext : at::ObserverContext {
+  bool observed = false;        // a top-level op we look at
+  int32_t layer = -1;           // the module this op stands for
+  bool replaces = false;        // continues the same module's previous op (its input is that op's output)
+  bool parameter_only = false;  // all tensor inputs are parameters: the output is a derived parameter (weight.t())
+  std::vector<uint32_t> from;
+};
+
+OpObserver::OpObserver(std::vector<LayerInfo> layers)
+    : layers_(std::move(layers)), buffers_(std::make_shared<CaptureBuffers>()), first_rank_(layers_.size(), -1) {
+  buffers_->layers.resize(layers_.size());
+}
+
+OpObserver::~OpObserver() {
+  if (armed_) disarm();
+}
+
+void OpObserver::set_parameters(std::unordered_map<const c10::TensorImpl*, uint32_t> owner) {
+  owner_ = std::move(owner);
+}
+
+void OpObserver::arm(const ArmOptions& options) {
+  if (armed_) disarm();
+  options_ = options;
+  auto fresh = std::make_shared<CaptureBuffers>();
+  fresh->generation = buffers_->generation + 1;
+  fresh->layers.resize(layers_.size());
+  fresh->want_grad = options.activation_grads;
+  fresh->want_full_grad = options.full_activation_grads;
+  buffers_ = std::move(fresh);
+  provenance_.clear();
+  derived_.clear();
+  derived_keep_.clear();
+  depth_ = 0;
+  next_order_ = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_callback_mutex);
+    if (g_callback == at::INVALID_CALLBACK_HANDLE) {
+      g_callback = at::addGlobalCallback(at::RecordFunctionCallback(&OpObserver::on_start, &OpObserver::on_end)
+                                             .needsInputs(true)
+                                             .needsOutputs(true)
+                                             .scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
+    } else if (g_armed_count == 0) {
+      at::reenableCallback(g_callback);
+    }
+    ++g_armed_count;
+  }
+  t_active = this;
+  armed_ = true;
+}
+
+void OpObserver::disarm() {
+  if (!armed_) return;
+  armed_ = false;
+  if (t_active == this) t_active = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_callback_mutex);
+    if (--g_armed_count == 0) at::disableCallback(g_callback);
+  }
+  provenance_.clear();  // releases the pinned TensorImpls
+  derived_.clear();
+  derived_keep_.clear();
+}
+
+std::unique_ptr<at::ObserverContext> OpObserver::on_start(const at::RecordFunction& fn) {
+  OpObserver* self = t_active;
+  if (!self) return nullptr;
+  // Always return a context, so that on_end sees every op we counted in depth_.
+  auto ctx = std::make_unique<OpContext>();
+  // Autograd nodes open a BACKWARD_FUNCTION scope: the ops they run are nested in it, so never taken for forward ops
+  // (on CPU they run on this thread, and grad mode alone does not tell them apart).
+  const bool top = self->depth_++ == 0;
+  if (top && fn.scope() == at::RecordScope::FUNCTION && (self->options_.probe || at::GradMode::is_enabled())) {
+    ctx->observed = true;
+    try {
+      self->start_op(fn, *ctx);
+    } catch (...) {
+      ctx->observed = false;  // an op we cannot read is simply not attributed
+    }
+  }
+  return ctx;
+}
+
+void OpObserver::on_end(const at::RecordFunction& fn, at::ObserverContext* base) {
+  OpObserver* self = t_active;
+  auto* ctx = static_cast<OpContext*>(base);
+  if (!self || !ctx) return;
+  if (self->depth_ > 0) --self->depth_;
+  if (!ctx->observed) return;
+  try {
+    self->end_op(fn, *ctx);
+  } catch (...) {
+  }
+}
+
+void OpObserver::start_op(const at::RecordFunction& fn, OpContext& ctx) {
+  const c10::TensorImpl* first_input = nullptr;
+  std::vector<int32_t> direct_inputs;
+  for (const c10::IValue& v : fn.inputs()) {
+    for_each_tensor(v, [&](const at::Tensor& t) {
+      if (!t.defined()) return;
+      const c10::TensorImpl* impl = t.unsafeGetTensorImpl();
+      int32_t owner = -1;
+      if (auto o = owner_.find(impl); o != owner_.end()) owner = int32_t(o->second);
+      if (auto d = derived_.find(impl); owner < 0 && d != derived_.end()) owner = int32_t(d->second);
+      if (owner >= 0) {
+        if (ctx.layer < 0) ctx.layer = owner;
+        return;
+      }
+      if (!first_input) first_input = impl;
+      if (auto p = provenance_.find(impl); p != provenance_.end()) {
+        direct_inputs.push_back(p->second.direct);
+        for (uint32_t id : p->second.from)
+          if (std::find(ctx.from.begin(), ctx.from.end(), id) == ctx.from.end()) ctx.from.push_back(id);
+      }
+    });
+  }
+  if (ctx.layer >= 0 && !first_input) {
+    ctx.parameter_only = true;
+    return;
+  }
+  const std::string_view name = base_op_name(fn.name());
+  int32_t direct = -1;
+  if (first_input)
+    if (auto p = provenance_.find(first_input); p != provenance_.end()) direct = p->second.direct;
+
+  if (ctx.layer >= 0) {
+    const auto layer = uint32_t(ctx.layer);
+    ctx.replaces = std::find(direct_inputs.begin(), direct_inputs.end(), ctx.layer) != direct_inputs.end();
+    for (uint32_t id : ctx.from)
+      if (id != layer || !ctx.replaces) add_edge(id, layer);
+    if (is_recurrent_op(name)) add_edge(layer, layer);
+    return;
+  }
+  if (direct >= 0) {
+    // A parameter-free module registered right after the module that produced this op's input.
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const LayerInfo& info = layers_[i];
+      if (info.follows != direct) continue;
+      if (std::find(info.follower_ops.begin(), info.follower_ops.end(), name) == info.follower_ops.end()) continue;
+      ctx.layer = int32_t(i);
+      add_edge(uint32_t(direct), uint32_t(i));
+      return;
+    }
+  }
+}
+
+void OpObserver::end_op(const at::RecordFunction& fn, OpContext& ctx) {
+  bool first = true;
+  for (const c10::IValue& v : fn.outputs()) {
+    for_each_tensor(v, [&](const at::Tensor& t) {
+      if (!t.defined()) return;
+      c10::TensorImpl* impl = t.unsafeGetTensorImpl();
+      if (ctx.parameter_only) {
+        derived_[impl] = uint32_t(ctx.layer);
+        derived_keep_.emplace_back(t.getIntrusivePtr());
+      } else if (ctx.layer >= 0) {
+        if (first) take_activation(uint32_t(ctx.layer), t, ctx.replaces);
+        first = false;
+        provenance_.insert_or_assign(
+            impl, Provenance{
+                      c10::weak_intrusive_ptr<c10::TensorImpl>(t.getIntrusivePtr()), {uint32_t(ctx.layer)}, ctx.layer});
+      } else if (!ctx.from.empty()) {
+        provenance_.insert_or_assign(
+            impl, Provenance{c10::weak_intrusive_ptr<c10::TensorImpl>(t.getIntrusivePtr()), ctx.from, -1});
+      } else {
+        provenance_.erase(impl);
+      }
+    });
+  }
+}
+
+void OpObserver::note_run(uint32_t layer) {
+  LayerCapture& cap = buffers_->layers[layer];
+  if (cap.order < 0) cap.order = next_order_++;
+  if (first_rank_[layer] < 0) {
+    first_rank_[layer] = int(first_order_.size());
+    first_order_.push_back(int(layer));
+    graph_changed_ = true;
+  }
+}
+
+void OpObserver::take_activation(uint32_t layer, const torch::Tensor& out, bool replaces_previous) {
+  // Our own tensor work must not be observed (it would recurse) nor recorded by autograd.
+  at::DisableRecordFunctionGuard no_observer;
+  torch::NoGradGuard no_grad;
+  std::unique_lock<std::mutex> lock(buffers_->mutex);
+  LayerCapture& cap = buffers_->layers[layer];
+  note_run(layer);
+  if (out.dim() == 0 || !out.is_floating_point()) return;
+  const int64_t dim = layers_[layer].channel_axis && out.dim() >= 2 ? 1 : out.dim() - 1;
+  if (cap.output_shape.empty()) {
+    auto sizes = out.sizes().vec();
+    if (sizes.size() >= 2) sizes.erase(sizes.begin());
+    cap.output_shape = sizes;
+    graph_changed_ = true;
+  }
+  const int64_t neurons = out.size(dim);
+  const double count = neurons ? double(out.numel()) / double(neurons) : 0;
+  if (replaces_previous && !cap.activation.empty()) cap.activation.back().live = false;
+  const size_t call = cap.activation.size();
+  cap.activation.push_back({options_.activations ? neuron_statistics(out, dim) : torch::Tensor(), count, true});
+  if (options_.full_activations && !cap.full_activation.defined())
+    cap.full_activation = out.detach().to(torch::kCPU, torch::kFloat, /*non_blocking=*/false, /*copy=*/true);
+  if ((options_.activation_grads || options_.full_activation_grads) && out.requires_grad()) {
+    lock.unlock();
+    std::shared_ptr<CaptureBuffers> buffers = buffers_;
+    const uint64_t generation = buffers->generation;
+    out.register_hook([buffers, layer, call, dim, count, generation](const at::TensorBase& grad_base) {
+      try {
+        at::DisableRecordFunctionGuard no_observer_in_hook;
+        torch::NoGradGuard no_grad_in_hook;
+        const at::Tensor grad(grad_base);
+        std::lock_guard<std::mutex> hook_lock(buffers->mutex);
+        if (buffers->generation != generation || !grad.defined()) return;
+        LayerCapture& c = buffers->layers[layer];
+        if (buffers->want_grad) c.activation_grad.emplace_back(call, CallStats{neuron_statistics(grad, dim), count});
+        if (buffers->want_full_grad && !c.full_activation_grad.defined() && call == 0)
+          c.full_activation_grad = grad.detach().to(torch::kCPU, torch::kFloat, false, true);
+      } catch (...) {
+        // Never disturb the user's backward pass.
+      }
+    });
+  }
+}
+
+void OpObserver::add_edge(uint32_t from, uint32_t to) {
+  if (edges_.emplace(from, to).second) graph_changed_ = true;
+}
+
+std::vector<std::pair<std::pair<uint32_t, uint32_t>, bool>> OpObserver::edges() const {
+  std::vector<std::pair<std::pair<uint32_t, uint32_t>, bool>> out;
+  for (const auto& e : edges_) {
+    const int a = first_rank_[e.first], b = first_rank_[e.second];
+    // A feed into a layer that ran first closes a cycle: a recurrence (or a module reused later in the pass).
+    const bool recurrent = e.first == e.second || (a >= 0 && b >= 0 && a >= b);
+    out.push_back({e, recurrent});
+  }
+  return out;
+}
+
+bool OpObserver::take_graph_changed() {
+  const bool changed = graph_changed_;
+  graph_changed_ = false;
+  return changed;
+}
+
+}  // namespace trainscope::detail

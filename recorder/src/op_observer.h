@@ -1,0 +1,124 @@
+// Finds each module's forward output among the ATen ops of a captured step, and which module feeds which.
+// LibTorch C++ has no module hooks, so an at::RecordFunction observer looks at every top-level op: an op taking a
+// module's own parameter is that module running; an op a parameter-free activation module stands for (aten::relu
+// for ReLU, ...) applied to the output of the module registered just before it is that module running. Tensor
+// provenance (which layers a tensor was computed from) flows through all other ops, which gives the graph.
+#pragma once
+
+#include <torch/types.h>
+
+#include <c10/core/TensorImpl.h>
+#include <c10/util/intrusive_ptr.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace at {
+struct RecordFunction;
+struct ObserverContext;
+}  // namespace at
+
+namespace trainscope::detail {
+
+struct LayerInfo {
+  std::string name;
+  std::string kind;
+  bool channel_axis = false;  // neuron = dim 1 (conv, batch norm, pooling); otherwise the last dim
+  bool has_parameters = false;
+  int32_t follows = -1;                   // parameter-free follower: the module registered just before it
+  std::vector<std::string> follower_ops;  // op names ("relu", "dropout") a follower module runs
+};
+
+// One forward call of a layer: device statistics [kStatRows, neurons] over `count` elements per neuron.
+struct CallStats {
+  torch::Tensor stats;
+  double count = 0;
+  bool live = true;  // false when a later op of the same module replaced this output (x W, then + b)
+};
+
+struct LayerCapture {
+  std::vector<CallStats> activation;
+  std::vector<std::pair<size_t, CallStats>> activation_grad;  // (call index, statistics)
+  torch::Tensor full_activation, full_activation_grad;        // first call, on the host, when asked for
+  std::vector<int64_t> output_shape;                          // without the batch dimension
+  int order = -1;                                             // forward order within the step
+};
+
+// Filled by the observer and by gradient hooks; hooks hold a reference, since autograd may keep them longer.
+struct CaptureBuffers {
+  std::mutex mutex;
+  uint64_t generation = 0;  // hooks of an older step are ignored
+  std::vector<LayerCapture> layers;
+  bool want_grad = false, want_full_grad = false;
+};
+
+struct ArmOptions {
+  bool activations = true;
+  bool activation_grads = true;
+  bool full_activations = false;
+  bool full_activation_grads = false;
+  bool probe = false;  // ops run without autograd (a probe batch under NoGradGuard) count too
+};
+
+class OpObserver {
+ public:
+  explicit OpObserver(std::vector<LayerInfo> layers);
+  ~OpObserver();
+  OpObserver(const OpObserver&) = delete;
+  OpObserver& operator=(const OpObserver&) = delete;
+
+  // Module parameters by TensorImpl; refreshed before each captured step so that replaced parameters are found.
+  void set_parameters(std::unordered_map<const c10::TensorImpl*, uint32_t> owner);
+  // Starts capturing on the calling thread; the previous capture's buffers are dropped.
+  void arm(const ArmOptions& options);
+  // Stops capturing; the buffers stay readable until the next arm().
+  void disarm();
+  bool armed() const { return armed_; }
+
+  const std::shared_ptr<CaptureBuffers>& buffers() const { return buffers_; }
+  // Edges seen in all captured steps so far, and whether they close a cycle (the target ran first).
+  std::vector<std::pair<std::pair<uint32_t, uint32_t>, bool>> edges() const;
+  // Layers in the order they first ran (over all captured steps).
+  const std::vector<int>& first_run_order() const { return first_order_; }
+  bool take_graph_changed();
+
+ private:
+  struct OpContext;
+  struct Provenance {
+    c10::weak_intrusive_ptr<c10::TensorImpl> keep;  // pins the address while the entry lives
+    std::vector<uint32_t> from;                     // layers this tensor was computed from
+    int32_t direct = -1;                            // the layer whose output this tensor is
+  };
+
+  static std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn);
+  static void on_end(const at::RecordFunction& fn, at::ObserverContext* ctx);
+  void start_op(const at::RecordFunction& fn, OpContext& ctx);
+  void end_op(const at::RecordFunction& fn, OpContext& ctx);
+  void take_activation(uint32_t layer, const torch::Tensor& out, bool replaces_previous);
+  void add_edge(uint32_t from, uint32_t to);
+  void note_run(uint32_t layer);
+
+  std::vector<LayerInfo> layers_;
+  std::unordered_map<const c10::TensorImpl*, uint32_t> owner_;
+  std::unordered_map<const c10::TensorImpl*, Provenance> provenance_;
+  // Tensors computed from parameters alone (weight.t(), a masked weight) stand for their module's parameters.
+  std::unordered_map<const c10::TensorImpl*, uint32_t> derived_;
+  std::vector<c10::weak_intrusive_ptr<c10::TensorImpl>> derived_keep_;
+  std::shared_ptr<CaptureBuffers> buffers_;
+  ArmOptions options_;
+  bool armed_ = false;
+  int depth_ = 0;
+  int next_order_ = 0;
+  std::vector<int> first_order_;  // layer ids
+  std::vector<int> first_rank_;   // position of each layer in first_order_, -1 if never ran
+  std::set<std::pair<uint32_t, uint32_t>> edges_;
+  bool graph_changed_ = false;
+};
+
+}  // namespace trainscope::detail

@@ -1,0 +1,658 @@
+#include <ATen/record_function.h>
+#include <torch/torch.h>
+#include <trainscope/recorder.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <deque>
+#include <iostream>
+#include <map>
+#include <unordered_map>
+
+#include "loss_spike.h"
+#include "neuron_stats.h"
+#include "op_observer.h"
+
+namespace trainscope {
+
+using format::Quantity;
+
+std::string_view anomaly_name(AnomalyKind kind) {
+  switch (kind) {
+    case AnomalyKind::None: return "none";
+    case AnomalyKind::NonFiniteLoss: return "non_finite_loss";
+    case AnomalyKind::NonFiniteTensor: return "non_finite_tensor";
+    case AnomalyKind::LossSpike: return "loss_spike";
+  }
+  return "unknown";
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string module_kind(const torch::nn::Module& m) {
+  std::string n = m.name();
+  if (auto lt = n.find('<'); lt != std::string::npos) n.resize(lt);  // template arguments
+  if (auto colon = n.rfind("::"); colon != std::string::npos) n = n.substr(colon + 2);
+  if (n.size() > 4 && n.compare(n.size() - 4, 4, "Impl") == 0) n.resize(n.size() - 4);
+  return n;
+}
+
+bool starts_with(const std::string& s, std::string_view prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
+
+bool kind_has_channel_axis(const std::string& kind) {
+  for (std::string_view p : {"Conv", "BatchNorm", "InstanceNorm", "GroupNorm", "MaxPool", "AvgPool", "AdaptiveAvgPool",
+                             "AdaptiveMaxPool", "Dropout2d", "Dropout3d", "FeatureAlphaDropout", "Upsample",
+                             "PixelShuffle", "ZeroPad", "ReflectionPad", "ReplicationPad", "LocalResponseNorm"})
+    if (starts_with(kind, p)) return true;
+  return false;
+}
+
+// ATen ops a parameter-free module runs as its forward (base names, in-place suffix removed).
+std::vector<std::string> follower_ops_for(const std::string& kind) {
+  static const std::map<std::string, std::vector<std::string>> table = {
+      {"ReLU", {"relu"}},
+      {"ReLU6", {"hardtanh", "relu6"}},
+      {"LeakyReLU", {"leaky_relu"}},
+      {"ELU", {"elu"}},
+      {"SELU", {"selu"}},
+      {"CELU", {"celu"}},
+      {"GELU", {"gelu"}},
+      {"SiLU", {"silu"}},
+      {"Mish", {"mish"}},
+      {"Sigmoid", {"sigmoid"}},
+      {"Tanh", {"tanh"}},
+      {"Softplus", {"softplus"}},
+      {"Softmax", {"softmax", "_softmax"}},
+      {"LogSoftmax", {"log_softmax", "_log_softmax"}},
+      {"Hardtanh", {"hardtanh"}},
+      {"Threshold", {"threshold"}},
+      {"Dropout", {"dropout", "feature_dropout"}},
+      {"Dropout2d", {"dropout", "feature_dropout"}},
+      {"Dropout3d", {"dropout", "feature_dropout"}},
+      {"AlphaDropout", {"alpha_dropout"}},
+      {"FeatureAlphaDropout", {"feature_alpha_dropout"}},
+      {"MaxPool1d", {"max_pool1d", "max_pool1d_with_indices"}},
+      {"MaxPool2d", {"max_pool2d", "max_pool2d_with_indices"}},
+      {"MaxPool3d", {"max_pool3d", "max_pool3d_with_indices"}},
+      {"AvgPool1d", {"avg_pool1d"}},
+      {"AvgPool2d", {"avg_pool2d"}},
+      {"AvgPool3d", {"avg_pool3d"}},
+      {"AdaptiveAvgPool1d", {"adaptive_avg_pool1d"}},
+      {"AdaptiveAvgPool2d", {"adaptive_avg_pool2d"}},
+      {"AdaptiveMaxPool2d", {"adaptive_max_pool2d"}},
+      {"Flatten", {"flatten"}},
+      {"Unflatten", {"unflatten"}},
+  };
+  auto it = table.find(kind);
+  return it == table.end() ? std::vector<std::string>{} : it->second;
+}
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long x = std::strtol(v, &end, 10);
+  return end && *end == 0 ? int(x) : fallback;
+}
+
+// A module's direct parameters of one kind ("weight*" or "bias*") as one [rows, columns] matrix: a neuron's
+// incoming weights are a row (the output channel of a conv; gate units of an LSTM, all its weight matrices side
+// by side). Parameters of unequal row counts are treated as one neuron.
+torch::Tensor parameter_matrix(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> rows;
+  bool same_rows = true;
+  for (const auto& p : params) {
+    torch::Tensor m = p.dim() == 0 ? p.reshape({1, 1}) : p.reshape({p.size(0), -1});
+    if (!rows.empty() && m.size(0) != rows.front().size(0)) same_rows = false;
+    rows.push_back(m);
+  }
+  if (rows.size() == 1) return rows.front();
+  if (!same_rows)
+    for (auto& r : rows) r = r.reshape({1, -1});
+  return torch::cat(rows, 1);
+}
+
+size_t snapshot_bytes(const format::Snapshot& s) {
+  size_t bytes = sizeof(s);
+  for (const auto& r : s.layers) bytes += sizeof(r) + r.neuron_values.size() * sizeof(float);
+  for (const auto& sc : s.scalars) bytes += sizeof(sc) + sc.first.size();
+  return bytes;
+}
+
+std::vector<float> to_host_floats(const torch::Tensor& t) {
+  torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat).contiguous();
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+}  // namespace
+
+struct Recorder::Impl {
+  RecorderOptions options;
+  std::shared_ptr<torch::nn::Module> model;
+  std::filesystem::path dir;
+  format::RunMetadata metadata;
+  std::vector<std::shared_ptr<torch::nn::Module>> modules;  // by layer id
+  std::vector<detail::LayerInfo> infos;
+  std::unique_ptr<detail::OpObserver> observer;
+  std::unique_ptr<format::RunWriter> writer;
+  detail::LossSpikeDetector spikes;
+
+  bool recording = true;  // false once a recording problem was reported, or after close()
+  bool captured_this_step = false;
+  int64_t step = 0;
+  int64_t dense_until = -1;
+  bool previous_anomalous = false;
+  std::deque<format::Snapshot> ring;
+  size_t ring_bytes = 0;
+  RecorderStats stats;
+  std::vector<size_t> edges_written;
+
+  Impl(std::shared_ptr<torch::nn::Module> m, const std::filesystem::path& run_dir, RecorderOptions o)
+      : options(std::move(o)),
+        model(std::move(m)),
+        spikes(options.spike_threshold, options.spike_window, options.spike_warmup) {
+    options.interval = std::max<int64_t>(options.interval, 1);
+    options.ring_interval = std::max<int64_t>(options.ring_interval, 1);
+    const int rank = options.rank >= 0 ? options.rank : env_int("RANK", 0);
+    const int world = options.world_size > 0 ? options.world_size : env_int("WORLD_SIZE", 1);
+    dir = world > 1 ? run_dir / ("rank-" + std::to_string(rank)) : run_dir;
+    build_hierarchy();
+    metadata.header.rank = uint32_t(std::max(rank, 0));
+    metadata.header.world_size = uint32_t(std::max(world, 1));
+    metadata.header.model_name = options.model_name.empty() ? metadata.layers.front().kind : options.model_name;
+    metadata.header.producer = "trainscope-recorder (libtorch " + std::to_string(TORCH_VERSION_MAJOR) + "." +
+                               std::to_string(TORCH_VERSION_MINOR) + ")";
+    // Rank 0 carries the job's configuration; the other ranks only say who they are.
+    if (rank <= 0) {
+      metadata.header.config = options.config;
+      metadata.header.config["interval"] = std::to_string(options.interval);
+      metadata.header.config["flight_recorder"] = options.flight_recorder ? "on" : "off";
+    }
+    observer = std::make_unique<detail::OpObserver>(infos);
+    try {
+      format::WriterOptions w = options.writer;
+      w.precision = options.precision;
+      writer = std::make_unique<format::RunWriter>(dir, metadata, w);
+    } catch (const std::exception& e) {
+      fail(e.what());
+    }
+    if (recording) arm_for(0);
+  }
+
+  void build_hierarchy() {
+    const auto named = model->named_modules("", /*include_self=*/true);
+    std::unordered_map<const torch::nn::Module*, uint32_t> id_of;
+    for (const auto& item : named) {
+      const uint32_t id = uint32_t(metadata.layers.size());
+      id_of[item.value().get()] = id;
+      format::Layer layer;
+      layer.id = id;
+      layer.name = item.key();
+      layer.kind = module_kind(*item.value());
+      for (const auto& p : item.value()->named_parameters(/*recurse=*/false)) {
+        layer.parameters.push_back({p.key(), p.value().sizes().vec()});
+        if (layer.neuron_count == 0 && starts_with(p.key(), "weight") && p.value().dim() >= 1)
+          layer.neuron_count = uint64_t(p.value().size(0));
+      }
+      layer.is_leaf = item.value()->children().empty();
+      metadata.layers.push_back(std::move(layer));
+      modules.push_back(item.value());
+      detail::LayerInfo info;
+      info.name = metadata.layers.back().name;
+      info.kind = metadata.layers.back().kind;
+      info.channel_axis = kind_has_channel_axis(info.kind);
+      info.has_parameters = !metadata.layers.back().parameters.empty();
+      infos.push_back(std::move(info));
+    }
+    // Parents, and parameter-free followers: the sibling registered just before (its last leaf, for a container).
+    for (uint32_t id = 0; id < modules.size(); ++id) {
+      int32_t previous = -1;
+      for (const auto& child : modules[id]->named_children()) {
+        const uint32_t cid = id_of.at(child.value().get());
+        metadata.layers[cid].parent_id = id;
+        detail::LayerInfo& info = infos[cid];
+        if (previous >= 0 && metadata.layers[cid].is_leaf && !info.has_parameters) {
+          info.follower_ops = follower_ops_for(info.kind);
+          if (!info.follower_ops.empty()) {
+            int32_t target = previous;
+            while (!metadata.layers[size_t(target)].is_leaf) {
+              const auto grandchildren = modules[size_t(target)]->children();
+              target = int32_t(id_of.at(grandchildren.back().get()));
+            }
+            info.follows = target;
+            if (!kind_has_channel_axis(info.kind)) info.channel_axis = infos[size_t(target)].channel_axis;
+          }
+        }
+        previous = int32_t(cid);
+      }
+    }
+  }
+
+  // Parameters by TensorImpl, so that an op's inputs tell which module runs.
+  void refresh_parameters() {
+    std::unordered_map<const c10::TensorImpl*, uint32_t> owner;
+    for (uint32_t id = 0; id < modules.size(); ++id)
+      for (const auto& p : modules[id]->named_parameters(false)) owner[p.value().unsafeGetTensorImpl()] = id;
+    observer->set_parameters(std::move(owner));
+  }
+
+  bool is_full_step(int64_t s) const {
+    return options.full_tensor_interval > 0 && s % options.full_tensor_interval == 0;
+  }
+
+  bool wants_capture(int64_t s) const {
+    if (s % options.interval == 0 || s <= dense_until || is_full_step(s)) return true;
+    return options.flight_recorder && s % options.ring_interval == 0;
+  }
+
+  void arm_for(int64_t s) {
+    captured_this_step = false;
+    if (!recording || !wants_capture(s)) return;
+    const auto has = [&](QuantityMask mask, Quantity q) { return (mask & quantity_bit(q)) != 0; };
+    detail::ArmOptions arm;
+    arm.activations = has(options.quantities, Quantity::Activation);
+    arm.activation_grads = has(options.quantities, Quantity::ActivationGrad);
+    arm.full_activations = is_full_step(s) && has(options.full_tensor_quantities, Quantity::Activation);
+    arm.full_activation_grads = is_full_step(s) && has(options.full_tensor_quantities, Quantity::ActivationGrad);
+    refresh_parameters();
+    observer->arm(arm);
+    captured_this_step = true;
+  }
+
+  void fail(const std::string& why) {
+    if (recording && options.report_to_stderr)
+      std::cerr << "trainscope: recording into " << dir.string() << " stopped, training continues: " << why << "\n";
+    recording = false;
+    observer->disarm();
+  }
+
+  // ----- per-step work -----
+
+  struct Health {
+    std::vector<bool> weight_bad, grad_bad;  // by layer
+  };
+
+  // Per-parameter gradient norms in one fused op; non-finite norms mark the layers whose gradients are bad.
+  double gradient_norm(std::vector<bool>& grad_bad) {
+    std::vector<torch::Tensor> grads;
+    std::vector<uint32_t> owners;
+    for (uint32_t id = 0; id < modules.size(); ++id)
+      for (const auto& p : modules[id]->named_parameters(false))
+        if (p.value().grad().defined()) {
+          grads.push_back(p.value().grad());
+          owners.push_back(id);
+        }
+    grad_bad.assign(modules.size(), false);
+    if (grads.empty()) return 0;
+    const torch::Tensor norms = torch::stack(at::_foreach_norm(grads, 2)).to(torch::kCPU, torch::kDouble);
+    const double* n = norms.data_ptr<double>();
+    double sum = 0;
+    for (size_t i = 0; i < grads.size(); ++i) {
+      sum += n[i] * n[i];
+      if (!std::isfinite(n[i])) grad_bad[owners[i]] = true;
+    }
+    return std::sqrt(sum);
+  }
+
+  std::vector<bool> nonfinite_weights() {
+    std::vector<bool> bad(modules.size(), false);
+    std::vector<torch::Tensor> params;
+    std::vector<uint32_t> owners;
+    for (uint32_t id = 0; id < modules.size(); ++id)
+      for (const auto& p : modules[id]->named_parameters(false)) {
+        params.push_back(p.value().detach());
+        owners.push_back(id);
+      }
+    if (params.empty()) return bad;
+    const torch::Tensor norms = torch::stack(at::_foreach_norm(params, 2)).to(torch::kCPU, torch::kDouble);
+    for (size_t i = 0; i < params.size(); ++i)
+      if (!std::isfinite(norms.data_ptr<double>()[i])) bad[owners[i]] = true;
+    return bad;
+  }
+
+  struct Pending {
+    uint32_t layer;
+    Quantity quantity;
+    std::vector<std::pair<torch::Tensor, double>> calls;  // device statistics and elements per neuron
+  };
+
+  // Everything captured for this step as format records: device reductions, one host transfer, merged on host.
+  std::vector<format::LayerQuantityRecord> collect(std::vector<bool>& act_bad, std::vector<bool>& param_bad,
+                                                   std::vector<format::FullTensor>& full, bool full_step) {
+    const auto buffers = observer->buffers();
+    std::vector<Pending> pending;
+    const auto has = [&](Quantity q) { return (options.quantities & quantity_bit(q)) != 0; };
+    const auto full_has = [&](Quantity q) { return full_step && (options.full_tensor_quantities & quantity_bit(q)); };
+    {
+      std::lock_guard<std::mutex> lock(buffers->mutex);
+      for (uint32_t id = 0; id < buffers->layers.size(); ++id) {
+        const detail::LayerCapture& cap = buffers->layers[id];
+        Pending act{id, Quantity::Activation, {}}, grad{id, Quantity::ActivationGrad, {}};
+        for (const auto& c : cap.activation)
+          if (c.live && c.stats.defined()) act.calls.emplace_back(c.stats, c.count);
+        for (const auto& [call, c] : cap.activation_grad)
+          if (call < cap.activation.size() && cap.activation[call].live) grad.calls.emplace_back(c.stats, c.count);
+        if (!act.calls.empty()) pending.push_back(std::move(act));
+        if (!grad.calls.empty()) pending.push_back(std::move(grad));
+        auto add_full = [&](const torch::Tensor& t, Quantity q) {
+          if (!t.defined() || !full_has(q)) return;
+          full.push_back({id, q, step, t.sizes().vec(), to_host_floats(t), false});
+        };
+        add_full(cap.full_activation, Quantity::Activation);
+        add_full(cap.full_activation_grad, Quantity::ActivationGrad);
+        if (!cap.output_shape.empty() && metadata.layers[id].output_shape != cap.output_shape) {
+          metadata.layers[id].output_shape = cap.output_shape;
+          const int64_t n = infos[id].channel_axis && cap.output_shape.size() >= 2 ? cap.output_shape.front()
+                                                                                   : cap.output_shape.back();
+          metadata.layers[id].neuron_count = uint64_t(n);
+        }
+      }
+    }
+    for (uint32_t id = 0; id < modules.size(); ++id) {
+      std::vector<torch::Tensor> w, b, wg, bg;
+      for (const auto& p : modules[id]->named_parameters(false)) {
+        auto& dst = starts_with(p.key(), "bias") ? b : w;
+        auto& dst_grad = starts_with(p.key(), "bias") ? bg : wg;
+        dst.push_back(p.value().detach());
+        if (p.value().grad().defined()) dst_grad.push_back(p.value().grad().detach());
+      }
+      auto add = [&](const std::vector<torch::Tensor>& ts, size_t expected, Quantity q) {
+        if (ts.empty() || ts.size() != expected || (!has(q) && !full_has(q))) return;
+        const torch::Tensor m = parameter_matrix(ts);
+        if (has(q)) pending.push_back({id, q, {{detail::neuron_statistics(m, 0), double(m.size(1))}}});
+        if (full_has(q)) {
+          const torch::Tensor original = ts.size() == 1 ? ts.front() : m;
+          full.push_back({id, q, step, original.sizes().vec(), to_host_floats(original), false});
+        }
+      };
+      add(w, w.size(), Quantity::Weight);
+      add(b, b.size(), Quantity::Bias);
+      add(wg, w.size(), Quantity::WeightGrad);
+      add(bg, b.size(), Quantity::BiasGrad);
+    }
+    // One transfer of all small statistic vectors to the host.
+    std::vector<torch::Tensor> flat;
+    for (const auto& p : pending)
+      for (const auto& c : p.calls) flat.push_back(c.first.reshape({-1}).to(torch::kFloat));
+    std::vector<format::LayerQuantityRecord> records;
+    act_bad.assign(modules.size(), false);
+    param_bad.assign(modules.size(), false);
+    if (flat.empty()) return records;
+    const torch::Tensor host = torch::cat(flat).to(torch::kCPU).contiguous();
+    const float* data = host.data_ptr<float>();
+    size_t offset = 0;
+    for (const auto& p : pending) {
+      detail::NeuronTable table;
+      for (const auto& [stats, count] : p.calls) {
+        const auto neurons = uint32_t(stats.size(1));
+        table.add_call(data + offset, neurons, count);
+        offset += size_t(stats.numel());
+      }
+      format::LayerQuantityRecord r;
+      r.layer_id = p.layer;
+      r.quantity = p.quantity;
+      r.summary = table.summary();
+      r.neuron_stats = options.statistics;
+      r.neuron_count = table.neurons;
+      r.neuron_values = table.values(options.statistics);
+      if (!table.finite()) {
+        if (p.quantity == Quantity::Activation) act_bad[p.layer] = true;
+        if (p.quantity == Quantity::Weight || p.quantity == Quantity::Bias) param_bad[p.layer] = true;
+      }
+      records.push_back(std::move(r));
+    }
+    return records;
+  }
+
+  // Probe batch: run the user's probe with the observer in probe mode and keep every layer's full output.
+  void run_probe(std::vector<format::FullTensor>& full) {
+    detail::ArmOptions arm;
+    arm.activations = false;
+    arm.activation_grads = false;
+    arm.full_activations = true;
+    arm.probe = true;
+    refresh_parameters();
+    observer->arm(arm);
+    try {
+      torch::NoGradGuard no_grad;
+      options.probe();
+    } catch (const std::exception& e) {
+      observer->disarm();
+      if (options.report_to_stderr) std::cerr << "trainscope: probe batch failed: " << e.what() << "\n";
+      return;
+    }
+    observer->disarm();
+    const auto buffers = observer->buffers();
+    std::lock_guard<std::mutex> lock(buffers->mutex);
+    for (uint32_t id = 0; id < buffers->layers.size(); ++id) {
+      const torch::Tensor& t = buffers->layers[id].full_activation;
+      if (t.defined()) full.push_back({id, Quantity::Activation, step, t.sizes().vec(), to_host_floats(t), true});
+    }
+  }
+
+  // Order in which layers ran: this step's capture order first, then the order of first runs.
+  std::vector<uint32_t> forward_order() const {
+    std::vector<std::pair<int64_t, uint32_t>> keyed;
+    const auto& first = observer->first_run_order();
+    std::vector<int64_t> rank(modules.size(), int64_t(1) << 40);
+    for (size_t i = 0; i < first.size(); ++i) rank[size_t(first[i])] = int64_t(i);
+    const auto buffers = observer->buffers();
+    for (uint32_t id = 0; id < modules.size(); ++id) {
+      const int order = captured_this_step ? buffers->layers[id].order : -1;
+      keyed.emplace_back(order >= 0 ? order : (int64_t(1) << 20) + rank[id], id);
+    }
+    std::sort(keyed.begin(), keyed.end());
+    std::vector<uint32_t> out;
+    for (const auto& k : keyed) out.push_back(k.second);
+    return out;
+  }
+
+  std::vector<NonFiniteOrigin> origins(const std::vector<bool>& act_bad, std::vector<bool> param_bad,
+                                       const std::vector<bool>& grad_bad) {
+    std::vector<NonFiniteOrigin> out;
+    const bool have_params = std::find(param_bad.begin(), param_bad.end(), true) != param_bad.end();
+    if (!captured_this_step && !have_params) param_bad = nonfinite_weights();
+    std::vector<std::vector<uint32_t>> feeds(modules.size());
+    for (const auto& [edge, recurrent] : observer->edges())
+      if (!recurrent) feeds[edge.second].push_back(edge.first);
+    for (uint32_t id : forward_order()) {
+      if (param_bad[id]) {
+        out.push_back({metadata.layers[id].name, Quantity::Weight});
+      } else if (!act_bad.empty() && act_bad[id]) {
+        const bool fed_bad = std::any_of(feeds[id].begin(), feeds[id].end(), [&](uint32_t f) { return act_bad[f]; });
+        if (!fed_bad) out.push_back({metadata.layers[id].name, Quantity::Activation});
+      }
+    }
+    if (out.empty())
+      for (uint32_t id : forward_order())
+        if (grad_bad[id]) out.push_back({metadata.layers[id].name, Quantity::WeightGrad});
+    return out;
+  }
+
+  void update_graph_metadata() {
+    if (!observer->take_graph_changed()) return;
+    metadata.edges.clear();
+    for (const auto& [edge, recurrent] : observer->edges())
+      metadata.edges.push_back({edge.first, edge.second, recurrent});
+    if (writer) writer->set_metadata(metadata);
+  }
+
+  void push_ring(format::Snapshot snap) {
+    ring_bytes += snapshot_bytes(snap);
+    ring.push_back(std::move(snap));
+    while (!ring.empty() && (ring.size() > options.ring_steps || ring_bytes > options.ring_bytes)) {
+      ring_bytes -= snapshot_bytes(ring.front());
+      ring.pop_front();
+    }
+  }
+
+  void append(format::Snapshot snap) {
+    if (!writer->append(std::move(snap)) && options.writer.queue_policy == format::QueuePolicy::Block) {
+      const auto status = writer->status();
+      if (!status.error.empty()) fail(status.error);
+    }
+  }
+
+  void do_step(const torch::Tensor& loss, const std::vector<NamedScalar>& named, StepReport& report) {
+    const auto start = Clock::now();
+    observer->disarm();
+    at::DisableRecordFunctionGuard no_observer;
+    torch::NoGradGuard no_grad;
+    const bool captured = captured_this_step && recording;
+    report.captured = captured;
+
+    report.loss =
+        loss.defined() && loss.numel() > 0 ? loss.detach().to(torch::kDouble).mean().item<double>() : std::nan("");
+    format::Snapshot snap;
+    snap.step = step;
+    snap.scalars.emplace_back("loss", report.loss);
+    bool scalars_finite = true;
+    for (const auto& s : named) {
+      const double v = s.tensor.defined() ? s.tensor.detach().to(torch::kDouble).mean().item<double>() : s.value;
+      scalars_finite = scalars_finite && std::isfinite(v);
+      snap.scalars.emplace_back(s.name, v);
+    }
+    std::vector<bool> grad_bad;
+    report.grad_norm = gradient_norm(grad_bad);
+    snap.scalars.emplace_back("grad_norm", report.grad_norm);
+    if (options.optimizer && !options.optimizer->param_groups().empty()) {
+      try {
+        snap.scalars.emplace_back("lr", options.optimizer->param_groups().front().options().get_lr());
+      } catch (...) {
+        // Optimizers without a learning rate have none to record.
+      }
+    }
+
+    std::vector<bool> act_bad, param_bad;
+    std::vector<format::FullTensor> full;
+    std::vector<format::LayerQuantityRecord> records;
+    if (captured) {
+      records = collect(act_bad, param_bad, full, is_full_step(step));
+      if (is_full_step(step) && options.probe) run_probe(full);
+      update_graph_metadata();
+      ++stats.captured_steps;
+    }
+    const bool tensors_finite = std::none_of(act_bad.begin(), act_bad.end(), [](bool b) { return b; }) &&
+                                std::none_of(param_bad.begin(), param_bad.end(), [](bool b) { return b; });
+    report.finite = std::isfinite(report.loss) && std::isfinite(report.grad_norm) && scalars_finite && tensors_finite;
+    if (!std::isfinite(report.loss))
+      report.anomaly = AnomalyKind::NonFiniteLoss;
+    else if (!report.finite)
+      report.anomaly = AnomalyKind::NonFiniteTensor;
+    else if (spikes.observe(report.loss))
+      report.anomaly = AnomalyKind::LossSpike;
+    if (!report.finite) report.origins = origins(act_bad, param_bad, grad_bad);
+
+    if (recording) {
+      const bool anomalous = report.anomaly != AnomalyKind::None;
+      if (anomalous && !previous_anomalous && options.flight_recorder) {
+        report.anomaly_triggered = true;
+        for (auto& old : ring) {
+          ++stats.written_snapshots;
+          append(std::move(old));
+        }
+        ring.clear();
+        ring_bytes = 0;
+        dense_until = step + options.dense_steps;
+      }
+      previous_anomalous = anomalous;
+      const bool dense = step <= dense_until;
+      if (captured && !records.empty()) {
+        if (step % options.interval == 0 || dense) {
+          snap.layers = std::move(records);
+          report.written = true;
+          ++stats.written_snapshots;
+        } else {
+          format::Snapshot kept;
+          kept.step = step;
+          kept.layers = std::move(records);
+          push_ring(std::move(kept));
+        }
+      }
+      if (recording) append(std::move(snap));
+      for (auto& t : full)
+        if (recording) writer->append(std::move(t));
+      // The window around an anomaly goes to disk at once, so a crash right after it cannot lose it.
+      if (recording && (dense || report.anomaly_triggered)) writer->request_flush();
+      if (recording) {
+        const auto status = writer->status();
+        if (!status.error.empty()) fail(status.error);
+      }
+    }
+    report.recording_ok = recording;
+    ++stats.steps;
+    ++step;
+    arm_for(step);
+    stats.capture_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  }
+};
+
+Recorder::Recorder(std::shared_ptr<torch::nn::Module> model, const std::filesystem::path& run_dir,
+                   RecorderOptions options)
+    : impl_(std::make_unique<Impl>(std::move(model), run_dir, std::move(options))) {}
+
+Recorder::~Recorder() {
+  close();
+}
+
+StepReport Recorder::step(const torch::Tensor& loss, const std::vector<NamedScalar>& scalars) {
+  StepReport report;
+  report.step = impl_->step;
+  try {
+    impl_->do_step(loss, scalars, report);
+  } catch (const std::exception& e) {
+    // Recording trouble never reaches the training loop.
+    impl_->fail(e.what());
+    impl_->step = report.step + 1;
+    report.recording_ok = false;
+  } catch (...) {
+    impl_->fail("unknown error");
+    impl_->step = report.step + 1;
+    report.recording_ok = false;
+  }
+  return report;
+}
+
+void Recorder::flush() {
+  try {
+    if (impl_->writer && impl_->recording) impl_->writer->flush();
+  } catch (...) {
+  }
+}
+
+void Recorder::close() {
+  impl_->observer->disarm();
+  impl_->recording = false;
+  if (impl_->writer) impl_->writer->close();
+}
+
+bool Recorder::recording_ok() const {
+  return impl_->recording;
+}
+int64_t Recorder::next_step() const {
+  return impl_->step;
+}
+const std::filesystem::path& Recorder::directory() const {
+  return impl_->dir;
+}
+format::RunMetadata Recorder::metadata() const {
+  return impl_->metadata;
+}
+
+RecorderStats Recorder::stats() const {
+  RecorderStats s = impl_->stats;
+  s.ring_snapshots = impl_->ring.size();
+  s.ring_bytes = impl_->ring_bytes;
+  s.held_bytes = impl_->ring_bytes + sizeof(Impl);
+  for (const auto& l : impl_->metadata.layers) s.held_bytes += sizeof(l) + l.name.size() + l.kind.size();
+  if (impl_->writer) s.writer = impl_->writer->status();
+  return s;
+}
+
+}  // namespace trainscope

@@ -27,7 +27,9 @@ struct SegmentState {
   bool closed = false;  // has a footer: will not grow
 };
 
-bool overlaps(const ChunkInfo& c, int64_t first, int64_t last) { return c.last_step >= first && c.first_step <= last; }
+bool overlaps(const ChunkInfo& c, int64_t first, int64_t last) {
+  return c.last_step >= first && c.first_step <= last;
+}
 
 size_t decoded_bytes(const Decoded& d, const ChunkInfo& c) {
   if (const auto* n = std::get_if<NeuronStatsData>(&d)) return n->byte_size() + 256;
@@ -45,8 +47,8 @@ struct RunReader::Impl {
   std::vector<SegmentState> segments;
   std::vector<std::filesystem::path> segment_paths;
   std::vector<ChunkInfo> chunks;
-  std::vector<Problem> index_problems;  // from indexing; rebuilt by refresh()
-  std::vector<Problem> read_problems;   // found while decoding chunks
+  std::vector<Problem> index_problems;               // from indexing; rebuilt by refresh()
+  std::vector<Problem> read_problems;                // found while decoding chunks
   std::set<std::pair<uint32_t, uint64_t>> reported;  // chunks with a read problem already reported
   std::vector<Problem> all_problems;
   RunMetadata metadata;
@@ -65,6 +67,7 @@ struct RunReader::Impl {
   std::list<Key> lru;
   std::map<Key, Entry> cache;
   CacheStats stats;
+  std::string framed_buffer, raw_buffer;  // scratch of decode_uncached()
 
   ~Impl() {
     for (auto& s : segments)
@@ -102,7 +105,8 @@ void RunReader::Impl::index_all(bool initial) {
       found.push_back(entry.path());
   if (ec) throw FormatError(dir.string() + ": cannot list directory: " + ec.message());
   std::sort(found.begin(), found.end());
-  if (initial && found.empty()) throw FormatError(dir.string() + ": not a Trainscope recording (no segment-*.tss files)");
+  if (initial && found.empty())
+    throw FormatError(dir.string() + ": not a Trainscope recording (no segment-*.tss files)");
 
   std::vector<ChunkInfo> new_chunks;
   std::vector<Problem> problems;
@@ -112,7 +116,8 @@ void RunReader::Impl::index_all(bool initial) {
     SegmentState state;
     state.path = found[i];
     // Reuse the open descriptor and the footer of segments already known to be closed.
-    auto known = std::find_if(segments.begin(), segments.end(), [&](const SegmentState& s) { return s.path == found[i]; });
+    auto known =
+        std::find_if(segments.begin(), segments.end(), [&](const SegmentState& s) { return s.path == found[i]; });
     if (known != segments.end()) {
       state.fd = std::exchange(known->fd, -1);
       state.closed = known->closed;
@@ -225,9 +230,13 @@ std::shared_ptr<const Decoded> RunReader::Impl::decode(size_t chunk_index) {
 std::shared_ptr<const Decoded> RunReader::Impl::decode_uncached(const ChunkInfo& c) {
   const SegmentState& seg = segments[c.segment];
   if (seg.fd < 0) throw FormatError(seg.path.string() + ": cannot open");
-  const std::string framed = read_framed_chunk(seg.fd, seg.path, c);
+  // Both buffers are reused from chunk to chunk: reading allocates only the decoded result. A full tensor's base is
+  // decoded recursively (overwriting them) only after its own payload was parsed.
+  std::string& framed = framed_buffer;
+  std::string& raw = raw_buffer;
+  read_framed_chunk(seg.fd, seg.path, c, &framed);
   stats.stored_bytes_read += framed.size();
-  const std::string raw = decompress_chunk(seg.path, c, framed);
+  decompress_chunk(seg.path, c, framed, &raw);
   stats.raw_bytes_decompressed += raw.size();
   switch (ChunkType(c.type)) {
     case ChunkType::Metadata: return std::make_shared<Decoded>(decode_metadata(raw));
@@ -282,11 +291,21 @@ RunReader::RunReader(const std::filesystem::path& run_dir, ReaderOptions options
 
 RunReader::~RunReader() = default;
 
-const std::filesystem::path& RunReader::directory() const { return impl_->dir; }
-const RunMetadata& RunReader::metadata() const { return impl_->metadata; }
-const std::vector<std::filesystem::path>& RunReader::segment_files() const { return impl_->segment_paths; }
-const std::vector<ChunkInfo>& RunReader::chunks() const { return impl_->chunks; }
-const std::vector<Problem>& RunReader::problems() const { return impl_->all_problems; }
+const std::filesystem::path& RunReader::directory() const {
+  return impl_->dir;
+}
+const RunMetadata& RunReader::metadata() const {
+  return impl_->metadata;
+}
+const std::vector<std::filesystem::path>& RunReader::segment_files() const {
+  return impl_->segment_paths;
+}
+const std::vector<ChunkInfo>& RunReader::chunks() const {
+  return impl_->chunks;
+}
+const std::vector<Problem>& RunReader::problems() const {
+  return impl_->all_problems;
+}
 
 bool RunReader::complete() const {
   std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
@@ -388,7 +407,8 @@ std::vector<SummaryPoint> RunReader::read_summaries(uint32_t layer_id, Quantity 
       if (r.layer_id == layer_id && r.quantity == q && r.step >= first_step && r.step <= last_step)
         out.push_back({r.step, r.summary});
   }
-  std::stable_sort(out.begin(), out.end(), [](const SummaryPoint& a, const SummaryPoint& b) { return a.step < b.step; });
+  std::stable_sort(out.begin(), out.end(),
+                   [](const SummaryPoint& a, const SummaryPoint& b) { return a.step < b.step; });
   return out;
 }
 

@@ -214,13 +214,26 @@ void SegmentFileWriter::sync() {
 }
 
 std::string read_framed_chunk(int fd, const std::filesystem::path& path, const ChunkInfo& chunk) {
-  std::string framed(kChunkHeaderSize + size_t(chunk.stored_size), '\0');
-  if (pread_full(fd, framed.data(), framed.size(), chunk.offset) != framed.size())
-    throw FormatError(at(path, chunk.offset) + ": chunk is cut short (file ends inside it)");
+  std::string framed;
+  read_framed_chunk(fd, path, chunk, &framed);
   return framed;
 }
 
+void read_framed_chunk(int fd, const std::filesystem::path& path, const ChunkInfo& chunk, std::string* framed) {
+  framed->resize(kChunkHeaderSize + size_t(chunk.stored_size));
+  if (pread_full(fd, framed->data(), framed->size(), chunk.offset) != framed->size())
+    throw FormatError(at(path, chunk.offset) + ": chunk is cut short (file ends inside it)");
+}
+
 std::string decompress_chunk(const std::filesystem::path& path, const ChunkInfo& chunk, const std::string& framed) {
+  std::string raw;
+  decompress_chunk(path, chunk, framed, &raw);
+  return raw;
+}
+
+void decompress_chunk(const std::filesystem::path& path, const ChunkInfo& chunk, const std::string& framed,
+                      std::string* raw_out) {
+  std::string& raw = *raw_out;
   ChunkHeader h;
   const auto* bytes = reinterpret_cast<const uint8_t*>(framed.data());
   if (framed.size() < kChunkHeaderSize || !decode_chunk_header(bytes, &h))
@@ -235,14 +248,13 @@ std::string decompress_chunk(const std::filesystem::path& path, const ChunkInfo&
   if (content != h.raw_size || uint64_t(h.raw_size) > (uint64_t(h.stored_size) / 3 + 1) * (128 << 10))
     throw FormatError(at(path, chunk.offset) + ": chunk does not decompress (its zstd frame does not hold the " +
                       std::to_string(h.raw_size) + " bytes its header announces)");
-  std::string raw;
   if (h.raw_size <= kTrustedRawSize) {
     raw.resize(h.raw_size);
     const size_t n = ZSTD_decompress(raw.data(), raw.size(), bytes + kChunkHeaderSize, h.stored_size);
     if (ZSTD_isError(n) || n != h.raw_size)
       throw FormatError(at(path, chunk.offset) + ": chunk does not decompress (" +
                         (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size") + ")");
-    return raw;
+    return;
   }
   // Large: grow the output as zstd really produces it, so a forged size cannot make the reader allocate gigabytes.
   std::unique_ptr<ZSTD_DStream, size_t (*)(ZSTD_DStream*)> stream(ZSTD_createDStream(), ZSTD_freeDStream);
@@ -265,7 +277,6 @@ std::string decompress_chunk(const std::filesystem::path& path, const ChunkInfo&
   }
   if (out.pos != h.raw_size || in.pos != in.size)
     throw FormatError(at(path, chunk.offset) + ": chunk does not decompress (wrong size)");
-  return raw;
 }
 
 namespace {

@@ -24,8 +24,8 @@ enum class ChunkType : uint16_t {
 const char* chunk_type_name(uint16_t type);
 
 inline constexpr char kSegmentMagic[8] = {'T', 'R', 'S', 'C', 'O', 'P', 'E', '\0'};
-inline constexpr uint32_t kChunkSync = 0x4B435354u;    // "TSCK" little-endian
-inline constexpr uint32_t kTrailerMagic = 0x444E4554u; // "TEND" little-endian
+inline constexpr uint32_t kChunkSync = 0x4B435354u;     // "TSCK" little-endian
+inline constexpr uint32_t kTrailerMagic = 0x444E4554u;  // "TEND" little-endian
 inline constexpr uint8_t kCodecZstd = 1;
 inline constexpr size_t kSegmentHeaderSize = 32;
 inline constexpr size_t kChunkHeaderSize = 48;
@@ -111,8 +111,12 @@ SegmentScan index_segment(const std::filesystem::path& path, uint32_t segment_nu
 
 // Reads one chunk's framed bytes (header + payload) from an open file. Throws FormatError naming file and offset.
 std::string read_framed_chunk(int fd, const std::filesystem::path& path, const ChunkInfo& chunk);
+// The same into a buffer the caller reuses from chunk to chunk (no allocation once it is large enough).
+void read_framed_chunk(int fd, const std::filesystem::path& path, const ChunkInfo& chunk, std::string* framed);
 // Checks the checksum and decompresses. Throws FormatError naming file and offset.
 std::string decompress_chunk(const std::filesystem::path& path, const ChunkInfo& chunk, const std::string& framed);
+void decompress_chunk(const std::filesystem::path& path, const ChunkInfo& chunk, const std::string& framed,
+                      std::string* raw);
 
 }  // namespace trainscope::format
 

@@ -76,5 +76,7 @@ int run_info(int argc, char** argv);
 int run_check(int argc, char** argv);
 int run_trim(int argc, char** argv);
 int run_export(int argc, char** argv);
+int run_anomalies(int argc, char** argv);
+int run_layers(int argc, char** argv);
 
 }  // namespace trainscope::cli

@@ -21,6 +21,8 @@ const Command kCommands[] = {
     {"check", "verify every checksum and index; non-zero exit on any problem", trainscope::cli::run_check},
     {"trim", "write a new recording holding only a window of steps", trainscope::cli::run_trim},
     {"export", "scalars or one layer's per-neuron series as CSV or JSON", trainscope::cli::run_export},
+    {"anomalies", "abnormal steps and, for each, the layers where the failure starts", trainscope::cli::run_anomalies},
+    {"layers", "the layer hierarchy with each layer's dynamics around a step and rule hits", trainscope::cli::run_layers},
 };
 
 void print_usage(std::FILE* out) {

@@ -1,0 +1,45 @@
+// Which layer, which quantity, from which step: ranks the layers by how likely a failure starts there.
+//
+// For an abnormal step s, every (layer, quantity) series is compared with its own normal range: the robust
+// median and spread (1.4826 * MAD) of log10 of its largest magnitude and of its RMS over the first
+// `baseline_points` recorded steps of the window [s - lookback_steps, s]. The series has *departed* from the first
+// step at which it turns NaN/Inf, or at which one of those robust z-scores exceeds `departure_z` and stays above
+// departure_z / 2 up to s. Layers whose rules fire (dead units, saturation, ...) up to s are suspects as well.
+//
+// Suspects are ordered by (1) the first step, (2) forward quantities (activations, weights, biases) before
+// gradients, (3) for forward quantities the forward order of the layer graph, for gradients the backward order.
+// So a NaN that starts in one layer and spreads to every later layer (and, through backward, to every gradient)
+// is blamed on the layer where it starts.
+#pragma once
+
+#include <trainscope/analysis/layer_graph.h>
+#include <trainscope/analysis/layer_rules.h>
+#include <trainscope/analysis/summary_table.h>
+
+#include <string>
+#include <vector>
+
+namespace trainscope::analysis {
+
+struct RootCauseParams {
+  int64_t lookback_steps = 1000;
+  size_t baseline_points = 20;
+  size_t min_baseline_points = 4;
+  double departure_z = 6.0;
+  size_t max_suspects = 10;
+};
+
+struct Suspect {
+  uint32_t layer_id = 0;
+  format::Quantity quantity = format::Quantity::Activation;
+  int64_t first_step = 0;
+  std::string rule;  // "non_finite", "departure", or a layer rule's name
+  double score = 0;  // in (0, 1]: strength of the evidence, discounted by rank
+  std::string evidence;
+};
+
+std::vector<Suspect> rank_suspects(const LayerGraph& graph, const SummaryTable& table,
+                                   const std::vector<RuleHit>& rule_hits, int64_t anomaly_step,
+                                   const RootCauseParams& params = {});
+
+}  // namespace trainscope::analysis

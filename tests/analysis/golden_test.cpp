@@ -1,0 +1,58 @@
+// Golden-file tests: the real `trainscope anomalies --json` on recordings with known failures, compared with the
+// expected output checked in under tests/analysis/golden/. After an intended change of the analysis, regenerate
+// with TRAINSCOPE_UPDATE_GOLDEN=1 and review the diff.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "synthetic_runs.h"
+#include "test_support.h"
+
+namespace trainscope::testing {
+namespace {
+
+std::string run_cli(const std::string& args, int* status) {
+  std::string out;
+  FILE* pipe = ::popen((std::string(TRAINSCOPE_CLI) + " " + args + " 2>/dev/null").c_str(), "r");
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
+  const int raw = ::pclose(pipe);
+  *status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return out;
+}
+
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+class Golden : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Golden, AnomaliesJsonMatchesTheExpectedFile) {
+  TempDir dir("golden");
+  write_synthetic_run(GetParam(), dir / "run");
+  int status = 0;
+  const std::string actual = run_cli("anomalies --json " + (dir / "run").string(), &status);
+  ASSERT_EQ(status, 0) << actual;
+  const std::filesystem::path golden = std::filesystem::path(TRAINSCOPE_GOLDEN_DIR) / (GetParam() + ".anomalies.json");
+  if (std::getenv("TRAINSCOPE_UPDATE_GOLDEN")) {
+    std::ofstream(golden) << actual;
+    GTEST_SKIP() << "wrote " << golden;
+  }
+  ASSERT_TRUE(std::filesystem::exists(golden)) << golden << " is missing; run with TRAINSCOPE_UPDATE_GOLDEN=1";
+  EXPECT_EQ(actual, read_text(golden)) << "differs from " << golden;
+}
+
+INSTANTIATE_TEST_SUITE_P(SyntheticRuns, Golden, ::testing::ValuesIn(synthetic_run_names()));
+
+}  // namespace
+}  // namespace trainscope::testing

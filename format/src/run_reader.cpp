@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <list>
 #include <map>
 #include <mutex>
@@ -26,6 +27,20 @@ struct SegmentState {
   int fd = -1;
   bool closed = false;  // has a footer: will not grow
 };
+
+// True for a file shorter than a segment header whose bytes are the start of one (its magic, or nothing).
+bool is_torn_segment_header(const std::filesystem::path& path) {
+  std::error_code ec;
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  if (ec || size >= kSegmentHeaderSize) return false;
+  char head[kSegmentHeaderSize] = {};
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const ssize_t got = ::pread(fd, head, sizeof head, 0);
+  ::close(fd);
+  if (got != ssize_t(size)) return false;
+  return std::memcmp(head, kSegmentMagic, std::min<size_t>(size_t(got), sizeof kSegmentMagic)) == 0;
+}
 
 bool overlaps(const ChunkInfo& c, int64_t first, int64_t last) {
   return c.last_step >= first && c.first_step <= last;
@@ -134,6 +149,17 @@ void RunReader::Impl::index_all(bool initial) {
         new_segments.push_back(std::move(state));
         continue;
       }
+    }
+    // A writer killed between creating its newest segment and writing the segment header leaves a file shorter than
+    // a header that starts like one: a torn tail like any other, not a corrupt segment.
+    if (i + 1 == found.size() && is_torn_segment_header(found[i])) {
+      std::error_code size_error;
+      const uint64_t size = std::filesystem::file_size(found[i], size_error);
+      problems.push_back({Problem::Kind::TornTail, found[i], 0,
+                          found[i].string() + ": torn tail, " + std::to_string(size) +
+                              " bytes of a segment header (the writer stopped while creating this segment)"});
+      new_segments.push_back(std::move(state));
+      continue;
     }
     try {
       SegmentScan scan = index_segment(found[i], uint32_t(i));

@@ -90,11 +90,12 @@ void rule_gradients(const SummarySeries& s, const LayerRuleParams& p, std::vecto
     else
       vanishing.miss();
     if (history.size() >= p.exploding_min_history) {
-      const double m = median(history);
+      const size_t from = history.size() > p.exploding_history ? history.size() - p.exploding_history : 0;
+      const double m = median(std::vector<double>(history.begin() + ptrdiff_t(from), history.end()));
       if (m > 0 && r > p.exploding_gradient_factor * m)
         exploding.hit(s.steps[i], std::min(1.0, 0.5 + std::log10(r / m) / 10),
                       std::string(format::quantity_name(s.quantity)) +
-                          fmt(" RMS %.3g is %.0fx its median %.3g at earlier steps", r, r / m, m));
+                          fmt(" RMS %.3g is %.0fx its median %.3g over the recorded steps before", r, r / m, m));
       else
         exploding.miss();
     }

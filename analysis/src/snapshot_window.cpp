@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
 
 namespace trainscope::analysis {
 
@@ -93,22 +92,30 @@ SnapshotWindow compute_snapshot_window(format::RunReader& reader, const LayerGra
       q = std::move(sorted);
     }
 
-  // Groups: per step, combine the leaves below.
+  // Groups: per step, combine the leaves below (merged by step, reusing the buffers across groups).
+  std::vector<std::pair<int64_t, const TensorSummary*>> points;
+  std::vector<TensorSummary> parts;
   for (uint32_t id = 0; id < graph.size(); ++id) {
     if (graph.children(id).empty()) continue;
     const auto leaves = graph.leaves_under(id);
     for (size_t qi = 0; qi < size_t(format::kQuantityCount); ++qi) {
-      std::map<int64_t, std::vector<TensorSummary>> by_step;
+      points.clear();
       for (uint32_t leaf : leaves) {
         const QuantityWindow& lq = out.layers[leaf].quantities[qi];
-        for (size_t k = 0; k < lq.steps.size(); ++k) by_step[lq.steps[k]].push_back(lq.series[k]);
+        for (size_t k = 0; k < lq.steps.size(); ++k) points.emplace_back(lq.steps[k], &lq.series[k]);
       }
-      if (by_step.empty()) continue;
+      if (points.empty()) continue;
+      std::stable_sort(points.begin(), points.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
       QuantityWindow group;
       group.present = group.aggregated = true;
-      for (auto& [step, parts] : by_step) {
-        group.steps.push_back(step);
+      for (size_t i = 0; i < points.size();) {
+        parts.clear();
+        size_t j = i;
+        for (; j < points.size() && points[j].first == points[i].first; ++j) parts.push_back(*points[j].second);
+        group.steps.push_back(points[i].first);
         group.series.push_back(combine_summaries(parts));
+        i = j;
       }
       out.layers[id].quantities[qi] = std::move(group);
     }

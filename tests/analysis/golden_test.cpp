@@ -49,7 +49,20 @@ TEST_P(Golden, AnomaliesJsonMatchesTheExpectedFile) {
     GTEST_SKIP() << "wrote " << golden;
   }
   ASSERT_TRUE(std::filesystem::exists(golden)) << golden << " is missing; run with TRAINSCOPE_UPDATE_GOLDEN=1";
-  EXPECT_EQ(actual, read_text(golden)) << "differs from " << golden;
+  const std::string expected = read_text(golden);
+  if (actual == expected) return;
+  // Name the first line that differs instead of dumping both files.
+  std::istringstream a(actual), e(expected);
+  std::string la, le;
+  for (int line = 1;; ++line) {
+    const bool more_a = bool(std::getline(a, la)), more_e = bool(std::getline(e, le));
+    if (!more_a && !more_e) break;
+    if (la != le || more_a != more_e) {
+      ADD_FAILURE() << golden << " differs at line " << line << ":\n  expected: " << le << "\n  actual:   " << la
+                    << "\n(after an intended change: TRAINSCOPE_UPDATE_GOLDEN=1, then review the diff)";
+      return;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(SyntheticRuns, Golden, ::testing::ValuesIn(synthetic_run_names()));

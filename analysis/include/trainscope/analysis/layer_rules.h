@@ -14,7 +14,7 @@ namespace trainscope::analysis {
 enum class LayerRule {
   NonFinite,          // NaN or Inf in any recorded quantity of the layer
   VanishingGradient,  // gradient RMS below vanishing_gradient_rms
-  ExplodingGradient,  // gradient RMS above exploding_gradient_factor x its own median so far
+  ExplodingGradient,  // gradient RMS above exploding_gradient_factor x its own recent median
   DeadUnits,          // >= dead_layer_fraction of the units are zero on >= dead_unit_zero_fraction of the inputs
   SaturatedActivation,  // >= saturated_layer_fraction of a tanh/sigmoid layer's units sit at the asymptotes
   PoorInitialization,   // activation variance ratio to the layer feeding it beyond init_variance_ratio at start
@@ -28,7 +28,8 @@ const char* layer_rule_name(LayerRule rule);
 struct LayerRuleParams {
   double vanishing_gradient_rms = 1e-7;   // smdebug VanishingGradient: mean |grad| < 1e-7 (RMS >= mean |grad|)
   double exploding_gradient_factor = 100; // vs the median of the layer's own gradient RMS at earlier steps
-  size_t exploding_min_history = 5;
+  size_t exploding_min_history = 5;       // recorded steps before the rule can fire
+  size_t exploding_history = 50;          // the median is taken over at most this many recorded steps before
   double dead_unit_zero_fraction = 0.99;  // smdebug DeadRelu: a unit inactive on >= 99% of inputs...
   double dead_layer_fraction = 0.5;       // ...flagged when >= 50% of the layer's units are dead
   double tanh_saturated_output = 0.995;   // |mean tanh output| of a unit beyond this (its input beyond about +-3)

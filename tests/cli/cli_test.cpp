@@ -144,6 +144,26 @@ TEST_F(Cli, ExportWritesCsvAndJson) {
   EXPECT_EQ(header, "step,mean,std,min,max,norm,zero_fraction,nan_count,inf_count,numel");
 }
 
+TEST_F(Cli, AnomaliesAndLayersOnARunWithANan) {
+  const auto in = make_run("nan", "300 --nan-at 250");
+  auto r = run(cli("anomalies " + in));
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_TRUE(has(r.out, "1. step 250  non_finite")) << r.out;
+  r = run(cli("anomalies --json " + in));
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_TRUE(has(r.out, "\"schema\": \"trainscope-anomalies/1\"")) << r.out;
+  EXPECT_TRUE(has(r.out, "\"step\": 250")) << r.out;
+  r = run(cli("layers " + in + " --step 100 --window 20"));
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_TRUE(has(r.out, "    encoder.fc1")) << r.out;  // indented under its parent
+  EXPECT_TRUE(has(r.out, "Layers around step 100 (+-20 steps)")) << r.out;
+  r = run(cli("layers --json " + in));
+  EXPECT_TRUE(has(r.out, "\"focus_step\": 299")) << r.out;
+  // A run whose writer was killed: still analysed.
+  const auto open = make_run("open", "120 --open");
+  EXPECT_EQ(run(cli("anomalies " + open)).status, 0);
+}
+
 TEST_F(Cli, BadInputGetsAClearErrorAndNonZeroExit) {
   const auto in = make_run("in", "20");
   struct Case {
@@ -164,13 +184,17 @@ TEST_F(Cli, BadInputGetsAClearErrorAndNonZeroExit) {
       {"export " + in + " --layer encoder.fc1 --quantity bias_grad --stat mean", "no per-neuron bias_grad", 2},
       {"export " + in + " --scalars -o /no/such/dir/x.csv", "/no/such/dir/x.csv: cannot open", 2},
       {"check " + (dir_ / "empty").string(), "no such run directory", 1},
+      {"anomalies " + in + " --max 0", "--max: must be at least 1", 2},
+      {"anomalies " + in + " --spike-z high", "--spike-z: 'high' is not a number", 2},
+      {"layers " + in + " --step 5000", "--step: 5000 is outside the recorded steps 0..19", 2},
+      {"layers " + in + " --window -3", "--window: must not be negative", 2},
   };
   for (const auto& c : cases) {
     const auto r = run(cli(c.args));
     EXPECT_EQ(r.status, c.status) << c.args << "\n" << r.out;
     EXPECT_TRUE(has(r.out, c.expected)) << c.args << "\n" << r.out;
   }
-  for (const char* command : {"info", "check", "trim", "export"}) {
+  for (const char* command : {"info", "check", "trim", "export", "anomalies", "layers"}) {
     const auto r = run(cli(std::string(command) + " --help"));
     EXPECT_EQ(r.status, 0);
     EXPECT_TRUE(has(r.out, std::string("usage: trainscope ") + command)) << r.out;

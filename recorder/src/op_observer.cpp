@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 #include "neuron_stats.h"
@@ -12,14 +13,30 @@ namespace trainscope::detail {
 
 namespace {
 
-// The observer capturing on this thread, if any. RecordFunction callbacks are plain function pointers, and ops of
-// other threads (data loading, another recorder's job) must not be attributed to this model.
-thread_local OpObserver* t_active = nullptr;
+// Each observer owns one of a few callback slots: RecordFunction callbacks are plain function pointers, so every
+// slot has its own pair of trampolines reading its own thread-local observer. Ops of other threads (data loading,
+// another job) see no observer and are not attributed to this model.
+constexpr int kSlots = 8;
+thread_local OpObserver* t_active[kSlots] = {};
+std::mutex g_slot_mutex;
+std::array<at::CallbackHandle, kSlots> g_handles{};
+std::array<bool, kSlots> g_used{};
 
-// One process-wide callback, enabled while at least one observer is armed.
-std::mutex g_callback_mutex;
-at::CallbackHandle g_callback = at::INVALID_CALLBACK_HANDLE;
-int g_armed_count = 0;
+template <int I>
+std::unique_ptr<at::ObserverContext> slot_start(const at::RecordFunction& fn) {
+  return OpObserver::on_start(t_active[I], fn);
+}
+template <int I>
+void slot_end(const at::RecordFunction& fn, at::ObserverContext* ctx) {
+  OpObserver::on_end(t_active[I], fn, ctx);
+}
+template <size_t... I>
+constexpr std::array<std::pair<at::RecordFunctionCallback::StartCallback, at::RecordFunctionCallback::EndCallback>,
+                     sizeof...(I)>
+slot_table(std::index_sequence<I...>) {
+  return {{{&slot_start<int(I)>, &slot_end<int(I)>}...}};
+}
+const auto g_trampolines = slot_table(std::make_index_sequence<kSlots>{});
 
 std::string_view base_op_name(const char* name) {
   std::string_view n(name);
@@ -61,6 +78,30 @@ OpObserver::OpObserver(std::vector<LayerInfo> layers)
 
 OpObserver::~OpObserver() {
   if (armed_) disarm();
+  if (slot_ >= 0) {
+    std::lock_guard<std::mutex> lock(g_slot_mutex);
+    g_used[size_t(slot_)] = false;  // the disabled callback stays registered for the next observer in this slot
+  }
+}
+
+bool OpObserver::claim_slot() {
+  if (slot_ >= 0) return true;
+  std::lock_guard<std::mutex> lock(g_slot_mutex);
+  for (int i = 0; i < kSlots; ++i) {
+    if (g_used[size_t(i)]) continue;
+    g_used[size_t(i)] = true;
+    slot_ = i;
+    if (g_handles[size_t(i)] == at::INVALID_CALLBACK_HANDLE) {
+      g_handles[size_t(i)] = at::addGlobalCallback(
+          at::RecordFunctionCallback(g_trampolines[size_t(i)].first, g_trampolines[size_t(i)].second)
+              .needsInputs(true)
+              .needsOutputs(true)
+              .scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
+    }
+    at::disableCallback(g_handles[size_t(i)]);
+    return true;
+  }
+  return false;
 }
 
 void OpObserver::set_parameters(std::unordered_map<const c10::TensorImpl*, uint32_t> owner) {
@@ -81,37 +122,23 @@ void OpObserver::arm(const ArmOptions& options) {
   derived_keep_.clear();
   depth_ = 0;
   next_order_ = 0;
-  {
-    std::lock_guard<std::mutex> lock(g_callback_mutex);
-    if (g_callback == at::INVALID_CALLBACK_HANDLE) {
-      g_callback = at::addGlobalCallback(at::RecordFunctionCallback(&OpObserver::on_start, &OpObserver::on_end)
-                                             .needsInputs(true)
-                                             .needsOutputs(true)
-                                             .scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
-    } else if (g_armed_count == 0) {
-      at::reenableCallback(g_callback);
-    }
-    ++g_armed_count;
-  }
-  t_active = this;
+  if (!claim_slot()) return;  // more live observers than slots: this one captures nothing
+  at::reenableCallback(g_handles[size_t(slot_)]);
+  t_active[slot_] = this;
   armed_ = true;
 }
 
 void OpObserver::disarm() {
   if (!armed_) return;
   armed_ = false;
-  if (t_active == this) t_active = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(g_callback_mutex);
-    if (--g_armed_count == 0) at::disableCallback(g_callback);
-  }
+  if (t_active[slot_] == this) t_active[slot_] = nullptr;
+  at::disableCallback(g_handles[size_t(slot_)]);
   provenance_.clear();  // releases the pinned TensorImpls
   derived_.clear();
   derived_keep_.clear();
 }
 
-std::unique_ptr<at::ObserverContext> OpObserver::on_start(const at::RecordFunction& fn) {
-  OpObserver* self = t_active;
+std::unique_ptr<at::ObserverContext> OpObserver::on_start(OpObserver* self, const at::RecordFunction& fn) {
   if (!self) return nullptr;
   // Always return a context, so that on_end sees every op we counted in depth_.
   auto ctx = std::make_unique<OpContext>();
@@ -129,8 +156,7 @@ std::unique_ptr<at::ObserverContext> OpObserver::on_start(const at::RecordFuncti
   return ctx;
 }
 
-void OpObserver::on_end(const at::RecordFunction& fn, at::ObserverContext* base) {
-  OpObserver* self = t_active;
+void OpObserver::on_end(OpObserver* self, const at::RecordFunction& fn, at::ObserverContext* base) {
   auto* ctx = static_cast<OpContext*>(base);
   if (!self || !ctx) return;
   if (self->depth_ > 0) --self->depth_;
@@ -143,7 +169,7 @@ void OpObserver::on_end(const at::RecordFunction& fn, at::ObserverContext* base)
 
 void OpObserver::start_op(const at::RecordFunction& fn, OpContext& ctx) {
   const c10::TensorImpl* first_input = nullptr;
-  std::vector<int32_t> direct_inputs;
+  std::vector<int32_t> single_source;  // inputs computed from exactly one layer
   for (const c10::IValue& v : fn.inputs()) {
     for_each_tensor(v, [&](const at::Tensor& t) {
       if (!t.defined()) return;
@@ -157,7 +183,7 @@ void OpObserver::start_op(const at::RecordFunction& fn, OpContext& ctx) {
       }
       if (!first_input) first_input = impl;
       if (auto p = provenance_.find(impl); p != provenance_.end()) {
-        direct_inputs.push_back(p->second.direct);
+        if (p->second.from.size() == 1) single_source.push_back(int32_t(p->second.from.front()));
         for (uint32_t id : p->second.from)
           if (std::find(ctx.from.begin(), ctx.from.end(), id) == ctx.from.end()) ctx.from.push_back(id);
       }
@@ -174,7 +200,9 @@ void OpObserver::start_op(const at::RecordFunction& fn, OpContext& ctx) {
 
   if (ctx.layer >= 0) {
     const auto layer = uint32_t(ctx.layer);
-    ctx.replaces = std::find(direct_inputs.begin(), direct_inputs.end(), ctx.layer) != direct_inputs.end();
+    // An input computed from this module's own output alone continues the module's forward (x W, then + b, or
+    // a scale parameter applied to an activation); a recurrence also mixes in other inputs.
+    ctx.replaces = std::find(single_source.begin(), single_source.end(), ctx.layer) != single_source.end();
     for (uint32_t id : ctx.from)
       if (id != layer || !ctx.replaces) add_edge(id, layer);
     if (is_recurrent_op(name)) add_edge(layer, layer);

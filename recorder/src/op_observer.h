@@ -88,16 +88,19 @@ class OpObserver {
   const std::vector<int>& first_run_order() const { return first_order_; }
   bool take_graph_changed();
 
+  // RecordFunction callbacks of this observer's slot.
+  static std::unique_ptr<at::ObserverContext> on_start(OpObserver* self, const at::RecordFunction& fn);
+  static void on_end(OpObserver* self, const at::RecordFunction& fn, at::ObserverContext* ctx);
+
  private:
   struct OpContext;
+  bool claim_slot();
   struct Provenance {
     c10::weak_intrusive_ptr<c10::TensorImpl> keep;  // pins the address while the entry lives
     std::vector<uint32_t> from;                     // layers this tensor was computed from
     int32_t direct = -1;                            // the layer whose output this tensor is
   };
 
-  static std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn);
-  static void on_end(const at::RecordFunction& fn, at::ObserverContext* ctx);
   void start_op(const at::RecordFunction& fn, OpContext& ctx);
   void end_op(const at::RecordFunction& fn, OpContext& ctx);
   void take_activation(uint32_t layer, const torch::Tensor& out, bool replaces_previous);
@@ -113,6 +116,7 @@ class OpObserver {
   std::shared_ptr<CaptureBuffers> buffers_;
   ArmOptions options_;
   bool armed_ = false;
+  int slot_ = -1;  // callback slot, claimed on first arm()
   int depth_ = 0;
   int next_order_ = 0;
   std::vector<int> first_order_;  // layer ids

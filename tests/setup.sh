@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
-  libtorch-dev                                # the recorder and the examples
+  libtorch-dev libgloo-dev libopenblas0-pthread  # the recorder (Gloo for multi-process runs) and the examples
   libprotobuf-dev protobuf-compiler libzstd-dev  # the recording format
   libeigen3-dev                               # the analysis
   qt6-base-dev qt6-charts-dev libqt6opengl6-dev qt6-svg-dev fonts-dejavu-core  # the viewer

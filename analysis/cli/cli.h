@@ -76,7 +76,9 @@ int run_info(int argc, char** argv);
 int run_check(int argc, char** argv);
 int run_trim(int argc, char** argv);
 int run_export(int argc, char** argv);
+int run_sample(int argc, char** argv);
 int run_anomalies(int argc, char** argv);
 int run_layers(int argc, char** argv);
+int run_trace(int argc, char** argv);
 
 }  // namespace trainscope::cli

@@ -21,8 +21,10 @@ const Command kCommands[] = {
     {"check", "verify every checksum and index; non-zero exit on any problem", trainscope::cli::run_check},
     {"trim", "write a new recording holding only a window of steps", trainscope::cli::run_trim},
     {"export", "scalars or one layer's per-neuron series as CSV or JSON", trainscope::cli::run_export},
+    {"sample", "a layer's neurons to draw: blue-noise sample keeping outliers, clusters", trainscope::cli::run_sample},
     {"anomalies", "abnormal steps and, for each, the layers where the failure starts", trainscope::cli::run_anomalies},
     {"layers", "the layer hierarchy with each layer's dynamics around a step and rule hits", trainscope::cli::run_layers},
+    {"trace", "credit assignment: which neurons drive a neuron, forward and backward", trainscope::cli::run_trace},
 };
 
 void print_usage(std::FILE* out) {

@@ -79,5 +79,6 @@ int run_export(int argc, char** argv);
 int run_sample(int argc, char** argv);
 int run_anomalies(int argc, char** argv);
 int run_layers(int argc, char** argv);
+int run_trace(int argc, char** argv);
 
 }  // namespace trainscope::cli

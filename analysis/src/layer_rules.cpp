@@ -204,7 +204,9 @@ void rule_dead_and_saturated(const LayerGraph& graph, const SummarySeries& act, 
 void rule_initialization(const LayerGraph& graph, const SummaryTable& table, const LayerRuleParams& p,
                          std::vector<RuleHit>& out) {
   for (const GraphEdge& e : graph.edges()) {
-    if (e.recurrent) continue;
+    // Only a layer fed by exactly one layer: with several inputs (a VAE's decoder fed by mu and logvar through the
+    // sampling) the variance of any one of them says little about the layer's own input.
+    if (e.recurrent || graph.inputs(e.to).size() != 1) continue;
     const SummarySeries* from = table.find(e.from, Quantity::Activation);
     const SummarySeries* to = table.find(e.to, Quantity::Activation);
     if (!from || !to || from->steps.empty() || to->steps.empty()) continue;

@@ -97,10 +97,18 @@ std::vector<Suspect> rank_suspects(const LayerGraph& graph, const SummaryTable& 
     if (!covered_by_child) kept.push_back(c);
   }
   candidates = std::move(kept);
+  // Tiers: NaN/Inf first (the failure itself), then data leaving its normal range, then rules that began within
+  // the look-back window, then older, chronic conditions (a dead layer since step 0 explains a stall, but not a NaN
+  // that appears in another layer at step 300).
+  const auto tier = [&](const Candidate& c) {
+    if (c.suspect.rule == "non_finite") return 0;
+    if (c.suspect.rule == "departure") return 1;
+    return c.suspect.first_step >= anomaly_step - params.lookback_steps / 4 ? 2 : 3;
+  };
   const auto key = [&](const Candidate& c) {
     const bool gradient = is_gradient(c.suspect.quantity);
     const int order = graph.forward_rank(c.suspect.layer_id);
-    return std::make_tuple(c.suspect.first_step, gradient ? 1 : 0, gradient ? -order : order,
+    return std::make_tuple(tier(c), c.suspect.first_step, gradient ? 1 : 0, gradient ? -order : order,
                            -int(graph.depth(c.suspect.layer_id)), -c.confidence);
   };
   std::stable_sort(candidates.begin(), candidates.end(),

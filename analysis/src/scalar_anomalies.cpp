@@ -94,7 +94,7 @@ std::vector<ScalarAnomaly> find_scalar_anomalies(const std::string& name, const 
       for (double x : v) sum += x;
       return v.empty() ? 0.0 : sum / double(v.size());
     };
-    for (size_t i = w; i + w <= n; ++i) {
+    for (size_t i = std::max(w, p.min_history); i + w <= n; ++i) {
       const std::vector<double> before = window_values(values, i - w, i);
       const std::vector<double> after = window_values(values, i, i + w);
       if (before.size() < w / 2 || after.size() < w / 2) continue;
@@ -120,7 +120,7 @@ std::vector<ScalarAnomaly> find_scalar_anomalies(const std::string& name, const 
 
   if (loss) {
     // Divergence: running median rises far above its best.
-    const size_t rw = std::max<size_t>(p.min_history, 5);
+    const size_t rw = std::max<size_t>(p.divergence_window, 1);
     double best = INFINITY;
     for (size_t i = rw; i <= n; ++i) {
       const double m = median(window_values(values, i - rw, i));

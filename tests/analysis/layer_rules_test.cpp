@@ -172,6 +172,23 @@ TEST(RootCause, NanIsBlamedOnTheFirstLayerInForwardOrderNotOnGradients) {
   for (size_t i = 1; i < suspects.size(); ++i) EXPECT_LE(suspects[i].score, suspects[0].score);
 }
 
+TEST(RootCause, NanOutranksAnOlderChronicRuleHit) {
+  const LayerGraph g(chain(3));
+  SummarySeries act = series(3, Quantity::Activation, std::vector<double>(400, 1.0));
+  for (size_t i = 300; i < 400; ++i) act.values[i].inf_count = 2;
+  const RuleHit dead{LayerRule::DeadUnits, 1, Quantity::Activation, 10, 399, 39, 0.9, "dead"};
+  const auto suspects = rank_suspects(g, SummaryTable::from_series({act}), {dead}, 300);
+  ASSERT_EQ(suspects.size(), 2u);
+  EXPECT_EQ(suspects[0].layer_id, 3u);
+  EXPECT_EQ(suspects[0].rule, "non_finite");
+  EXPECT_EQ(suspects[1].rule, "dead_units");
+  // Without the NaN, the chronic condition is the only suspect.
+  const auto stall = rank_suspects(g, SummaryTable::from_series({series(3, Quantity::Activation, std::vector<double>(400, 1.0))}),
+                                   {dead}, 300);
+  ASSERT_EQ(stall.size(), 1u);
+  EXPECT_EQ(stall[0].layer_id, 1u);
+}
+
 TEST(RootCause, EarliestDepartureWinsAndNoiseDoesNot) {
   const LayerGraph g(chain(3));
   std::vector<double> steady(100, 1.0), grows(100, 1.0), later(100, 1.0);

@@ -17,7 +17,7 @@ enum class LayerRule {
   ExplodingGradient,  // gradient RMS above exploding_gradient_factor x its own recent median
   DeadUnits,          // >= dead_layer_fraction of the units are zero on >= dead_unit_zero_fraction of the inputs
   SaturatedActivation,  // >= saturated_layer_fraction of a tanh/sigmoid layer's units sit at the asymptotes
-  PoorInitialization,   // activation variance ratio to the layer feeding it beyond init_variance_ratio at start
+  PoorInitialization,   // activation variance ratio to its only input layer beyond init_variance_ratio at start
   WeightUpdateTooLarge, // |dW|/|W| above max_update_ratio
   WeightUpdateTooSmall, // |dW|/|W| below min_update_ratio while gradients flow
   AllZero,              // every element zero (activations or weights)

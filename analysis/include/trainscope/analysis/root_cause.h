@@ -6,7 +6,9 @@
 // step at which it turns NaN/Inf, or at which one of those robust z-scores exceeds `departure_z` and stays above
 // departure_z / 2 up to s. Layers whose rules fire (dead units, saturation, ...) up to s are suspects as well.
 //
-// Suspects are ordered by (1) the first step, (2) forward quantities (activations, weights, biases) before
+// Suspects are ordered by (0) the kind of evidence: NaN/Inf, then departures, then rules that fired within the last
+// quarter of the look-back window, then older rule hits (chronic conditions); then (1) the first step, (2) forward
+// quantities (activations, weights, biases) before
 // gradients, (3) for forward quantities the forward order of the layer graph, for gradients the backward order.
 // So a NaN that starts in one layer and spreads to every later layer (and, through backward, to every gradient)
 // is blamed on the layer where it starts.

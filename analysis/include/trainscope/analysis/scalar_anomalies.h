@@ -7,7 +7,7 @@
 // - level_shift: the median of the next `shift_window` values differs from the median of the previous
 //   `shift_window` by more than `shift_z` robust standard deviations of the previous ones; the strongest step of
 //   each shift is reported.
-// - divergence: a "loss" scalar whose running median rises above `divergence_factor` times its lowest running
+// - divergence: a "loss" scalar whose running median (of `divergence_window` values) rises above `divergence_factor` times its lowest running
 //   median so far.
 // - stall: a "loss" scalar whose median over the last `stall_window` values is not at least
 //   `stall_min_decrease` (relative) below the median of the `stall_window` values before them (nor more than
@@ -25,11 +25,12 @@ const char* anomaly_kind_name(AnomalyKind kind);
 
 struct ScalarAnomalyParams {
   size_t window = 50;
-  size_t min_history = 10;
+  size_t min_history = 30;  // values seen before spikes and shifts are judged: early training moves fast
   double spike_z = 8.0;
   size_t shift_window = 20;
   double shift_z = 6.0;
   double divergence_factor = 10.0;
+  size_t divergence_window = 10;  // values in the running median
   size_t stall_window = 200;
   double stall_min_decrease = 1e-3;
   double stall_max_increase = 0.1;  // a loss rising more than this is divergence or a shift, not a stall

@@ -2,7 +2,7 @@
 # The README's first command: installs what is missing, builds, trains the VAE example on Fashion-MNIST with a
 # numerically unstable exp injected in layer enc.logvar at step 600, records it, describes the recording and
 # finds the layer and step where the failure started.
-#   examples/demo.sh [extra flags for the VAE example, e.g. --fail unstable-log --steps 1500]
+#   examples/demo.sh [flags for the VAE example that override these, e.g. --fail dead --fail-step 300]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

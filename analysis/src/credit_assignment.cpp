@@ -154,6 +154,7 @@ struct CreditAssignment::Impl {
   std::map<std::tuple<uint32_t, int, int64_t, int, int64_t>, std::shared_ptr<const Reduced>> reduced;
   std::map<int64_t, std::shared_ptr<const format::Snapshot>> snapshots;
   std::map<std::tuple<uint32_t, int>, std::vector<int64_t>> steps_cache;
+  std::map<uint32_t, std::pair<Axis, Axis>> verified_geometry;  // conv layers whose geometry reproduced the data
 
   Impl(format::RunReader& r, const LayerGraph& g) : reader(r), graph(g) {}
 
@@ -314,7 +315,7 @@ struct CreditAssignment::Impl {
   }
 
   // Geometry of a conv: verified against the recorded output when full tensors exist, else inferred from shapes.
-  bool conv_geometry(const std::vector<int64_t>& in_shape, const std::vector<int64_t>& out_shape,
+  bool conv_geometry(uint32_t layer, const std::vector<int64_t>& in_shape, const std::vector<int64_t>& out_shape,
                      const std::vector<int64_t>& wshape, Axis* ay, Axis* ax, std::string* how, std::string* why,
                      const std::function<bool(const Axis&, const Axis&)>& verify) {
     if (in_shape.size() != 3 || out_shape.size() != 3) {
@@ -336,6 +337,7 @@ struct CreditAssignment::Impl {
       for (const auto& y : cy)
         for (const auto& x : cx)
           if (verify(y, x)) {
+            verified_geometry[layer] = {y, x};
             *ay = y;
             *ax = x;
             *how = "verified against the recorded output";
@@ -608,7 +610,7 @@ struct CreditAssignment::Impl {
           return true;
         };
       }
-      if (!conv_geometry(in_shape, out_shape, ws, &ay, &ax, &how, &why, verify)) {
+      if (!conv_geometry(wl, in_shape, out_shape, ws, &ay, &ax, &how, &why, verify)) {
         res.message = graph.name(wl) + ": " + why;
         return res;
       }
@@ -914,13 +916,21 @@ InputRegion CreditAssignment::input_region(uint32_t layer, int64_t y, int64_t x)
     if (role == LayerRole::Conv2d) {
       const auto& ws = parameter(l, "weight")->shape;
       Axis ay{ws[2], 1, (ws[2] - 1) / 2, 1, 0, 0}, ax{ws[3], 1, (ws[3] - 1) / 2, 1, 0, 0};
-      if (p && p->output_shape.size() == 3 && l.output_shape.size() == 3) {
+      if (auto v = impl_->verified_geometry.find(cur); v != impl_->verified_geometry.end()) {
+        ay = v->second.first;
+        ax = v->second.second;
+      } else if (p && p->output_shape.size() == 3 && l.output_shape.size() == 3) {
         const auto cy = axis_candidates(p->output_shape[1], l.output_shape[1], ws[2]);
         const auto cx = axis_candidates(p->output_shape[2], l.output_shape[2], ws[3]);
         if (!cy.empty() && !cx.empty()) {
           ay = cy.front();
           ax = cx.front();
           inferred = true;
+          if (cy.size() > 1 || cx.size() > 1) {
+            assumed = true;
+            notes.push_back("several strides and paddings fit the shapes of " + graph_.name(cur) +
+                            "; trace it with full tensors to verify");
+          }
         } else {
           assumed = true;
         }

@@ -1,4 +1,6 @@
-// Per-neuron statistics: computed by tensor reductions on the tensor's device, merged on the host in double.
+// Per-neuron statistics. CPU float32 tensors: one pass over the data in plain C++ with double accumulators (no
+// LibTorch ops, no allocation per element). Other tensors (CUDA, half precision, double): tensor reductions on the
+// tensor's own device, so that only small vectors cross to the host. Calls are merged on the host in double.
 #pragma once
 
 #include <torch/types.h>
@@ -22,6 +24,27 @@ struct Moments {
   std::array<double, kStatRows> v{};
 };
 
+// One pass over contiguous float data laid out [outer, neurons, inner]: neuron i's elements are x[o][i][k] for all
+// o and k (Linear activation [B, N]: outer B, inner 1; conv activation [B, C, H, W]: outer B, inner H*W; weight
+// [N, K]: outer 1, inner K). Writes `neurons` entries of `out`. Mean and std come from sums shifted by one finite
+// element of the neuron, accumulated in double; min/max are NaN when the neuron holds a NaN (as in LibTorch).
+void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t inner, Moments* out);
+
+// Sum of squares of `n` floats, in double.
+double host_sum_of_squares(const float* x, int64_t n);
+
+// Statistics of one forward call (or one parameter): on the host, or on the device to be fetched later.
+struct CallStats {
+  std::vector<Moments> host;  // one per neuron, when computed on the host
+  torch::Tensor device;       // [kStatRows, neurons] float32 on the tensor's device otherwise
+  double count = 0;           // elements per neuron
+  bool defined() const { return !host.empty() || device.defined(); }
+};
+
+// Statistics of `x` per index along `neuron_dim`: host_neuron_moments() for CPU float32 tensors, device reductions
+// (neuron_statistics()) for all others.
+CallStats compute_neuron_stats(const torch::Tensor& x, int64_t neuron_dim);
+
 // Merges two disjoint sets of elements (Chan's parallel variance, so no cancellation).
 Moments merge(const Moments& a, const Moments& b);
 
@@ -31,6 +54,7 @@ struct NeuronTable {
   std::vector<Moments> rows;  // one per neuron
 
   void add_call(const float* stats, uint32_t neurons, double count_per_neuron);  // stats: [kStatRows][neurons]
+  void add_call(const std::vector<Moments>& moments);                            // host statistics of one call
   format::TensorSummary summary() const;
   // Rows of the statistics in `mask`, in Statistic order: the layout of LayerQuantityRecord::neuron_values.
   std::vector<float> values(format::StatisticMask mask) const;

@@ -275,7 +275,10 @@ void OpObserver::take_activation(uint32_t layer, const torch::Tensor& out, bool 
   const double count = neurons ? double(out.numel()) / double(neurons) : 0;
   if (replaces_previous && !cap.activation.empty()) cap.activation.back().live = false;
   const size_t call = cap.activation.size();
-  cap.activation.push_back({options_.activations ? neuron_statistics(out, dim) : torch::Tensor(), count, true});
+  ActivationCall taken;
+  if (options_.activations) taken.stats = compute_neuron_stats(out, dim);
+  taken.stats.count = count;
+  cap.activation.push_back(std::move(taken));
   if (options_.full_activations && !cap.full_activation.defined())
     cap.full_activation = out.detach().to(torch::kCPU, torch::kFloat, /*non_blocking=*/false, /*copy=*/true);
   if ((options_.activation_grads || options_.full_activation_grads) && out.requires_grad()) {
@@ -287,10 +290,17 @@ void OpObserver::take_activation(uint32_t layer, const torch::Tensor& out, bool 
         at::DisableRecordFunctionGuard no_observer_in_hook;
         torch::NoGradGuard no_grad_in_hook;
         const at::Tensor grad(grad_base);
+        if (!grad.defined()) return;
+        // want_grad and generation never change once the buffers exist: the reduction runs outside the lock.
+        CallStats stats;
+        if (buffers->want_grad) {
+          stats = compute_neuron_stats(grad, dim);
+          stats.count = count;
+        }
         std::lock_guard<std::mutex> hook_lock(buffers->mutex);
-        if (buffers->generation != generation || !grad.defined()) return;
+        if (buffers->generation != generation) return;
         LayerCapture& c = buffers->layers[layer];
-        if (buffers->want_grad) c.activation_grad.emplace_back(call, CallStats{neuron_statistics(grad, dim), count});
+        if (buffers->want_grad) c.activation_grad.emplace_back(call, std::move(stats));
         if (buffers->want_full_grad && !c.full_activation_grad.defined() && call == 0)
           c.full_activation_grad = grad.detach().to(torch::kCPU, torch::kFloat, false, true);
       } catch (...) {

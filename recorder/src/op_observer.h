@@ -19,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include "neuron_stats.h"
+
 namespace at {
 struct RecordFunction;
 struct ObserverContext;
@@ -35,15 +37,14 @@ struct LayerInfo {
   std::vector<std::string> follower_ops;  // op names ("relu", "dropout") a follower module runs
 };
 
-// One forward call of a layer: device statistics [kStatRows, neurons] over `count` elements per neuron.
-struct CallStats {
-  torch::Tensor stats;
-  double count = 0;
+// One forward call of a layer: statistics of its output (undefined when activations are not captured).
+struct ActivationCall {
+  CallStats stats;
   bool live = true;  // false when a later op of the same module replaced this output (x W, then + b)
 };
 
 struct LayerCapture {
-  std::vector<CallStats> activation;
+  std::vector<ActivationCall> activation;
   std::vector<std::pair<size_t, CallStats>> activation_grad;  // (call index, statistics)
   torch::Tensor full_activation, full_activation_grad;        // first call, on the host, when asked for
   std::vector<int64_t> output_shape;                          // without the batch dimension

@@ -278,24 +278,33 @@ struct Recorder::Impl {
     std::vector<bool> weight_bad, grad_bad;  // by layer
   };
 
-  // Per-parameter gradient norms in one fused op; non-finite norms mark the layers whose gradients are bad.
+  // Sum of squares of every gradient: on the host for CPU float32 gradients (no LibTorch op), per-parameter norms
+  // in one fused op for the others. A non-finite sum marks the layer whose gradient is bad.
   double gradient_norm(std::vector<bool>& grad_bad) {
     std::vector<torch::Tensor> grads;
     std::vector<uint32_t> owners;
+    grad_bad.assign(modules.size(), false);
+    double sum = 0;
     for (uint32_t id = 0; id < modules.size(); ++id)
-      for (const auto& p : modules[id]->named_parameters(false))
-        if (p.value().grad().defined()) {
-          grads.push_back(p.value().grad());
+      for (const auto& p : modules[id]->parameters(false)) {
+        const torch::Tensor& g = p.grad();
+        if (!g.defined()) continue;
+        if (g.device().is_cpu() && g.scalar_type() == torch::kFloat && g.is_contiguous() && !g.is_sparse()) {
+          const double squares = detail::host_sum_of_squares(g.data_ptr<float>(), g.numel());
+          sum += squares;
+          if (!std::isfinite(squares)) grad_bad[id] = true;
+        } else {
+          grads.push_back(g);
           owners.push_back(id);
         }
-    grad_bad.assign(modules.size(), false);
-    if (grads.empty()) return 0;
-    const torch::Tensor norms = torch::stack(at::_foreach_norm(grads, 2)).to(torch::kCPU, torch::kDouble);
-    const double* n = norms.data_ptr<double>();
-    double sum = 0;
-    for (size_t i = 0; i < grads.size(); ++i) {
-      sum += n[i] * n[i];
-      if (!std::isfinite(n[i])) grad_bad[owners[i]] = true;
+      }
+    if (!grads.empty()) {
+      const torch::Tensor norms = torch::stack(at::_foreach_norm(grads, 2)).to(torch::kCPU, torch::kDouble);
+      const double* n = norms.data_ptr<double>();
+      for (size_t i = 0; i < grads.size(); ++i) {
+        sum += n[i] * n[i];
+        if (!std::isfinite(n[i])) grad_bad[owners[i]] = true;
+      }
     }
     return std::sqrt(sum);
   }
@@ -319,10 +328,11 @@ struct Recorder::Impl {
   struct Pending {
     uint32_t layer;
     Quantity quantity;
-    std::vector<std::pair<torch::Tensor, double>> calls;  // device statistics and elements per neuron
+    std::vector<detail::CallStats> calls;  // host or device statistics of each call
   };
 
-  // Everything captured for this step as format records: device reductions, one host transfer, merged on host.
+  // Everything captured for this step as format records: host statistics as they are; device statistics with one
+  // transfer to the host; calls merged on the host.
   std::vector<format::LayerQuantityRecord> collect(std::vector<bool>& act_bad, std::vector<bool>& param_bad,
                                                    std::vector<format::FullTensor>& full, bool full_step) {
     const auto buffers = observer->buffers();
@@ -335,9 +345,9 @@ struct Recorder::Impl {
         const detail::LayerCapture& cap = buffers->layers[id];
         Pending act{id, Quantity::Activation, {}}, grad{id, Quantity::ActivationGrad, {}};
         for (const auto& c : cap.activation)
-          if (c.live && c.stats.defined()) act.calls.emplace_back(c.stats, c.count);
+          if (c.live && c.stats.defined()) act.calls.push_back(c.stats);
         for (const auto& [call, c] : cap.activation_grad)
-          if (call < cap.activation.size() && cap.activation[call].live) grad.calls.emplace_back(c.stats, c.count);
+          if (call < cap.activation.size() && cap.activation[call].live && c.defined()) grad.calls.push_back(c);
         if (!act.calls.empty()) pending.push_back(std::move(act));
         if (!grad.calls.empty()) pending.push_back(std::move(grad));
         auto add_full = [&](const torch::Tensor& t, Quantity q) {
@@ -365,7 +375,7 @@ struct Recorder::Impl {
       auto add = [&](const std::vector<torch::Tensor>& ts, size_t expected, Quantity q) {
         if (ts.empty() || ts.size() != expected || (!has(q) && !full_has(q))) return;
         const torch::Tensor m = parameter_matrix(ts);
-        if (has(q)) pending.push_back({id, q, {{detail::neuron_statistics(m, 0), double(m.size(1))}}});
+        if (has(q)) pending.push_back({id, q, {detail::compute_neuron_stats(m, 0)}});
         if (full_has(q)) {
           const torch::Tensor original = ts.size() == 1 ? ts.front() : m;
           full.push_back({id, q, step, original.sizes().vec(), to_host_floats(original), false});
@@ -379,20 +389,26 @@ struct Recorder::Impl {
     // One transfer of all small statistic vectors to the host.
     std::vector<torch::Tensor> flat;
     for (const auto& p : pending)
-      for (const auto& c : p.calls) flat.push_back(c.first.reshape({-1}).to(torch::kFloat));
+      for (const auto& c : p.calls)
+        if (c.host.empty()) flat.push_back(c.device.reshape({-1}).to(torch::kFloat));
     std::vector<format::LayerQuantityRecord> records;
     act_bad.assign(modules.size(), false);
     param_bad.assign(modules.size(), false);
-    if (flat.empty()) return records;
-    const torch::Tensor host = torch::cat(flat).to(torch::kCPU).contiguous();
-    const float* data = host.data_ptr<float>();
+    if (pending.empty()) return records;
+    torch::Tensor host;
+    if (!flat.empty()) host = torch::cat(flat).to(torch::kCPU).contiguous();
+    const float* data = flat.empty() ? nullptr : host.data_ptr<float>();
     size_t offset = 0;
     for (const auto& p : pending) {
       detail::NeuronTable table;
-      for (const auto& [stats, count] : p.calls) {
-        const auto neurons = uint32_t(stats.size(1));
-        table.add_call(data + offset, neurons, count);
-        offset += size_t(stats.numel());
+      for (const auto& c : p.calls) {
+        if (!c.host.empty()) {
+          table.add_call(c.host);
+          continue;
+        }
+        const auto neurons = uint32_t(c.device.size(1));
+        table.add_call(data + offset, neurons, c.count);
+        offset += size_t(c.device.numel());
       }
       format::LayerQuantityRecord r;
       r.layer_id = p.layer;
@@ -507,8 +523,9 @@ struct Recorder::Impl {
     const bool captured = captured_this_step && recording;
     report.captured = captured;
 
-    report.loss =
-        loss.defined() && loss.numel() > 0 ? loss.detach().to(torch::kDouble).mean().item<double>() : std::nan("");
+    report.loss = !loss.defined() || loss.numel() == 0 ? std::nan("")
+                  : loss.numel() == 1                  ? loss.item<double>()
+                                                       : loss.detach().to(torch::kDouble).mean().item<double>();
     format::Snapshot snap;
     snap.step = step;
     snap.scalars.emplace_back("loss", report.loss);

@@ -4,7 +4,8 @@
 //   per-neuron statistics of all quantities every step             goal <= 1.15x
 //   torch::save of parameters, gradients and activations / 10 steps (the naive alternative), and bytes per saved
 //   step against the recorder storing the same full tensors       goal <= 0.55x
-// Usage: recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR]
+// Usage: recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only MODE]
+//   --only default|every|full: run the bare loop and that one configuration (for profiling)
 #include <torch/torch.h>
 #include <trainscope/recorder.h>
 
@@ -117,10 +118,12 @@ Result run(Mode mode, const std::vector<int64_t>& widths, int steps, int batch, 
   return r;
 }
 
+std::vector<Mode> g_modes = {Mode::Bare, Mode::Default, Mode::EveryStep, Mode::TorchSave, Mode::RecorderFull};
+
 void compare(const char* title, const std::vector<int64_t>& widths, int steps, int rounds, int batch,
              const fs::path& out) {
   std::map<Mode, Result> best;
-  const std::vector<Mode> modes = {Mode::Bare, Mode::Default, Mode::EveryStep, Mode::TorchSave, Mode::RecorderFull};
+  const std::vector<Mode>& modes = g_modes;
   run(Mode::Bare, widths, std::max(steps / 5, 2), batch, out / "warmup");
   for (int round = 0; round < rounds; ++round) {
     for (Mode m : modes) {
@@ -133,6 +136,7 @@ void compare(const char* title, const std::vector<int64_t>& widths, int steps, i
   std::printf("\n== %s, batch %d, %d steps, best of %d rounds ==\n", title, batch, steps, rounds);
   std::printf("bare loop                              %8.3f s  %6.2f ms/step\n", bare, 1000 * bare / steps);
   auto line = [&](const char* name, Mode m, const char* goal) {
+    if (!best.count(m)) return;
     const Result& r = best[m];
     std::printf("%-38s %8.3f s  %5.3fx  (goal %s)  %10.0f bytes/step on disk\n", name, r.seconds, r.seconds / bare,
                 goal, double(r.bytes) / steps);
@@ -141,6 +145,7 @@ void compare(const char* title, const std::vector<int64_t>& widths, int steps, i
   line("recorder, all statistics every step", Mode::EveryStep, "<= 1.15x");
   line("torch::save every 10 steps", Mode::TorchSave, "none");
   line("recorder, same full tensors / 10 steps", Mode::RecorderFull, "none");
+  if (!best.count(Mode::TorchSave) || !best.count(Mode::RecorderFull)) return;
   const double save_per =
       double(best[Mode::TorchSave].bytes) / double(std::max<int64_t>(best[Mode::TorchSave].saved_steps, 1));
   const double rec_per =
@@ -167,9 +172,13 @@ int main(int argc, char** argv) {
       batch = std::atoi(argv[i + 1]);
     else if (a == "--out")
       out = argv[i + 1];
+    else if (a == "--only")
+      g_modes = {Mode::Bare, std::string(argv[i + 1]) == "every"  ? Mode::EveryStep
+                             : std::string(argv[i + 1]) == "full" ? Mode::RecorderFull
+                                                                  : Mode::Default};
   }
   if (argc == 2 && std::string(argv[1]) == "--help") {
-    std::printf("recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR]\n");
+    std::printf("recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only default|every|full]\n");
     return 0;
   }
   torch::set_num_threads(1);  // one training thread: stable timings; the writer has the other core

@@ -1,0 +1,177 @@
+// The recorder's one-pass per-neuron statistics (plain C++ over the float data) against LibTorch's own reductions,
+// on random data with NaN, Inf and zeros, for the shapes a recorder meets: Linear activations [B, N] (neuron = column),
+// weights [N, K] (neuron = row), Conv2d activations [B, C, H, W] (neuron = channel).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <string>
+
+#include "neuron_stats.h"
+
+namespace trainscope::detail {
+namespace {
+
+using format::Statistic;
+
+// Random values with exact zeros, NaN and +-Inf sprinkled in at the given rates.
+torch::Tensor spiked(std::vector<int64_t> shape, double zero_rate, double nan_rate, double inf_rate, uint64_t seed) {
+  torch::manual_seed(seed);
+  torch::Tensor x = torch::randn(shape) * 3 + 0.5;
+  const torch::Tensor u = torch::rand(shape);
+  x = x.masked_fill(u < zero_rate, 0.0);
+  x = x.masked_fill((u >= zero_rate) & (u < zero_rate + nan_rate), std::nan(""));
+  const torch::Tensor inf_mask = (u >= zero_rate + nan_rate) & (u < zero_rate + nan_rate + inf_rate);
+  x = torch::where(inf_mask, torch::where(torch::rand(shape) < 0.5, INFINITY, -INFINITY), x);
+  return x;
+}
+
+void expect_same(double got, double want, const std::string& what) {
+  if (std::isnan(want)) {
+    EXPECT_TRUE(std::isnan(got)) << what << ": got " << got << ", LibTorch NaN";
+  } else if (std::isinf(want)) {
+    EXPECT_EQ(got, want) << what;
+  } else {
+    EXPECT_NEAR(got, want, 1e-9 + 1e-6 * std::fabs(want)) << what;
+  }
+}
+
+// Reference statistics in double, computed by LibTorch's reductions on [neurons, elements].
+struct Reference {
+  torch::Tensor mean, std, min, max, norm, zero, nan, inf;
+};
+Reference reference(const torch::Tensor& x, int64_t dim) {
+  const torch::Tensor t = x.to(torch::kDouble).movedim(dim, 0).reshape({x.size(dim), -1});
+  Reference r;
+  r.mean = t.mean(1);
+  r.std = t.std(1, /*unbiased=*/false);
+  r.min = std::get<0>(t.min(1));
+  r.max = std::get<0>(t.max(1));
+  r.norm = t.norm(2, 1);
+  r.zero = t.eq(0).to(torch::kDouble).mean(1);
+  r.nan = t.isnan().sum(1).to(torch::kDouble);
+  r.inf = t.isinf().sum(1).to(torch::kDouble);
+  return r;
+}
+
+void check(const torch::Tensor& x, int64_t dim, const std::string& name) {
+  SCOPED_TRACE(name);
+  const CallStats stats = compute_neuron_stats(x, dim);
+  ASSERT_EQ(stats.host.size(), size_t(x.size(dim))) << "CPU float32 takes the host path";
+  EXPECT_FALSE(stats.device.defined());
+  EXPECT_EQ(stats.count, double(x.numel() / x.size(dim)));
+  const Reference r = reference(x, dim);
+  // A neuron with an Inf has no finite standard deviation; LibTorch's answer there depends on the element order.
+  const torch::Tensor has_inf = r.inf > 0;
+  for (int64_t i = 0; i < x.size(dim); ++i) {
+    const Moments& m = stats.host[size_t(i)];
+    const std::string at = name + " neuron " + std::to_string(i);
+    EXPECT_EQ(m.count, stats.count) << at;
+    expect_same(m.v[int(Statistic::Mean)], r.mean[i].item<double>(), at + " mean");
+    if (has_inf[i].item<bool>())
+      EXPECT_FALSE(std::isfinite(m.v[int(Statistic::Std)])) << at << " std";
+    else
+      expect_same(m.v[int(Statistic::Std)], r.std[i].item<double>(), at + " std");
+    expect_same(m.v[int(Statistic::Min)], r.min[i].item<double>(), at + " min");
+    expect_same(m.v[int(Statistic::Max)], r.max[i].item<double>(), at + " max");
+    expect_same(m.v[int(Statistic::Norm)], r.norm[i].item<double>(), at + " norm");
+    EXPECT_EQ(m.v[int(Statistic::ZeroFraction)], r.zero[i].item<double>()) << at;
+    EXPECT_EQ(m.v[int(Statistic::NanCount)], r.nan[i].item<double>()) << at;
+    EXPECT_EQ(m.v[int(Statistic::InfCount)], r.inf[i].item<double>()) << at;
+  }
+  // The layer summary (the merge of all neurons) against whole-tensor reductions.
+  NeuronTable table;
+  table.add_call(stats.host);
+  const format::TensorSummary s = table.summary();
+  const torch::Tensor all = x.to(torch::kDouble).reshape({-1});
+  EXPECT_EQ(s.numel, double(x.numel()));
+  expect_same(s.mean, all.mean().item<double>(), "summary mean");
+  if (all.isinf().any().item<bool>())
+    EXPECT_FALSE(std::isfinite(s.std));
+  else
+    expect_same(s.std, all.std(false).item<double>(), "summary std");
+  expect_same(s.min, all.min().item<double>(), "summary min");
+  expect_same(s.max, all.max().item<double>(), "summary max");
+  expect_same(s.norm, all.norm().item<double>(), "summary norm");
+  EXPECT_NEAR(s.zero_fraction, all.eq(0).to(torch::kDouble).mean().item<double>(), 1e-12);
+  EXPECT_EQ(s.nan_count, all.isnan().sum().item<double>());
+  EXPECT_EQ(s.inf_count, all.isinf().sum().item<double>());
+}
+
+TEST(OnePassStatistics, LinearActivationsMatchLibTorch) {
+  // Widths around the kernel's lane width (8), so that full lane blocks and the scalar tail are both exercised.
+  for (int64_t n : {1, 7, 8, 13, 64, 259}) {
+    check(spiked({37, n}, 0.1, 0.0, 0.0, 10 + uint64_t(n)), 1, "finite [37, " + std::to_string(n) + "]");
+    check(spiked({37, n}, 0.1, 0.02, 0.02, 20 + uint64_t(n)), 1, "NaN/Inf [37, " + std::to_string(n) + "]");
+  }
+  check(spiked({1, 19}, 0.2, 0.1, 0.1, 3), 1, "one sample");
+}
+
+TEST(OnePassStatistics, LinearWeightsMatchLibTorch) {
+  for (int64_t k : {1, 5, 8, 31, 784}) {
+    check(spiked({23, k}, 0.05, 0.0, 0.0, 30 + uint64_t(k)), 0, "finite [23, " + std::to_string(k) + "]");
+    check(spiked({23, k}, 0.05, 0.01, 0.01, 40 + uint64_t(k)), 0, "NaN/Inf [23, " + std::to_string(k) + "]");
+  }
+  check(spiked({17}, 0.1, 0.1, 0.1, 5).reshape({17, 1}), 0, "bias as [N, 1]");
+}
+
+TEST(OnePassStatistics, Conv2dActivationsMatchLibTorch) {
+  for (std::vector<int64_t> shape : {std::vector<int64_t>{4, 6, 5, 5}, {3, 16, 8, 8}, {2, 3, 1, 3}, {5, 9, 7, 11}}) {
+    const std::string dims = std::to_string(shape[0]) + "x" + std::to_string(shape[1]) + "x" +
+                             std::to_string(shape[2]) + "x" + std::to_string(shape[3]);
+    check(spiked(shape, 0.3, 0.0, 0.0, uint64_t(shape[1])), 1, "finite conv " + dims);
+    check(spiked(shape, 0.1, 0.01, 0.01, 50 + uint64_t(shape[1])), 1, "NaN/Inf conv " + dims);
+  }
+  // Conv weights [C_out, C_in, kh, kw]: the neuron is the output channel, dim 0.
+  check(spiked({8, 3, 3, 3}, 0.05, 0.02, 0.02, 7), 0, "conv weight");
+}
+
+TEST(OnePassStatistics, RealConvOutputAndNonContiguousInput) {
+  torch::manual_seed(9);
+  torch::nn::Conv2d conv(torch::nn::Conv2dOptions(3, 5, 3));
+  torch::NoGradGuard no_grad;
+  check(torch::relu(conv(torch::randn({4, 3, 9, 9}))), 1, "relu(conv)");
+  check(spiked({12, 40}, 0.1, 0.05, 0.05, 8).t(), 1, "transposed [40, 12]");
+}
+
+TEST(OnePassStatistics, LargeMeanSmallSpreadKeepsItsStandardDeviation) {
+  // Values near 1000 spread by 1e-3: naive sums of squares in float would lose the spread entirely.
+  torch::manual_seed(11);
+  const torch::Tensor x = 1000 + 1e-3 * torch::randn({256, 10});
+  const CallStats stats = compute_neuron_stats(x, 1);
+  const torch::Tensor want = x.to(torch::kDouble).std(0, false);
+  for (int64_t i = 0; i < 10; ++i)
+    EXPECT_NEAR(stats.host[size_t(i)].v[int(Statistic::Std)], want[i].item<double>(), 1e-6 * want[i].item<double>());
+}
+
+TEST(OnePassStatistics, AgreesWithTheDeviceReductions) {
+  // The LibTorch-op path (used for CUDA tensors), on the same CPU data, gives the same numbers.
+  const torch::Tensor x = spiked({29, 21}, 0.1, 0.0, 0.0, 12);
+  const CallStats host = compute_neuron_stats(x, 1);
+  const torch::Tensor device = neuron_statistics(x, 1);
+  ASSERT_EQ(device.size(0), kStatRows);
+  ASSERT_EQ(device.size(1), 21);
+  for (int64_t i = 0; i < 21; ++i)
+    for (int s = 0; s < kStatRows; ++s) {
+      const double want = device[s][i].item<double>();
+      EXPECT_NEAR(host.host[size_t(i)].v[size_t(s)], want, 1e-5 + 1e-5 * std::fabs(want)) << s << " " << i;
+    }
+}
+
+TEST(OnePassStatistics, OtherTensorsTakeTheDeviceReductions) {
+  const CallStats doubles = compute_neuron_stats(torch::randn({4, 3}, torch::kDouble), 1);
+  EXPECT_TRUE(doubles.host.empty());
+  ASSERT_TRUE(doubles.device.defined());
+  EXPECT_EQ(doubles.device.sizes(), (std::vector<int64_t>{kStatRows, 3}));
+}
+
+TEST(OnePassStatistics, SumOfSquares) {
+  for (int64_t n : {0, 1, 7, 8, 9, 1000}) {
+    const torch::Tensor x = torch::randn({n});
+    EXPECT_NEAR(host_sum_of_squares(x.data_ptr<float>(), n), x.to(torch::kDouble).pow(2).sum().item<double>(),
+                1e-9 + 1e-9 * double(n));
+  }
+}
+
+}  // namespace
+}  // namespace trainscope::detail

@@ -54,108 +54,173 @@ double nan_max(double a, double b) {
 
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
 
-// Running sums of one neuron. s1 and s2 are sums of (x - shift) and its square: with the shift one of the neuron's
-// own values, the variance s2/n - (s1/n)^2 does not cancel catastrophically. NaN and Inf are not counted here:
-// a non-finite element makes `sq` non-finite, and only such neurons are counted again (rare, and then slow is fine).
+// Running sums of one neuron, in double. s1 and s2 are sums of (x - shift) and its square: with the shift one of the
+// neuron's own values, the variance s2/n - (s1/n)^2 does not cancel catastrophically, and the norm follows as
+// n shift^2 + 2 shift s1 + s2. NaN and Inf are not counted on the fast path: a non-finite element makes s1 or s2
+// non-finite, and only such neurons are computed again, element by element (rare, and then slow is fine).
 struct Accumulator {
-  double shift = 0, s1 = 0, s2 = 0, sq = 0, zero = 0, mn = kInfinity, mx = -kInfinity;
+  double shift = 0, s1 = 0, s2 = 0, zero = 0, mn = kInfinity, mx = -kInfinity;
 };
 
-constexpr int kLanes = 8;
+constexpr int kLanes = 8;           // one AVX2 register of floats
+constexpr int64_t kBlockRows = 64;  // float partial sums cover at most this many rows before they go to double
+
 struct Lanes {
-  double s1[kLanes], s2[kLanes], sq[kLanes], zero[kLanes], mn[kLanes], mx[kLanes];
+  double s1[kLanes], s2[kLanes], zero[kLanes];
+  float mn[kLanes], mx[kLanes];
 };
 
 // `rows` rows of kLanes floats, `stride` floats apart; lane l shifted by shift[l]. Independent lanes, so that the
-// compiler vectorizes without reassociating sums. NaN never wins a comparison here: min/max skip it.
+// compiler vectorizes without reassociating sums; partial sums in float over blocks of kBlockRows rows, then added
+// in double (a sum of at most 64 shifted terms loses about 1e-7 relative; the blocks do not add up errors).
+// NaN never wins a comparison here: min/max skip it, and NaN is handled by the caller.
 TRAINSCOPE_SIMD_CLONES
-void accumulate_lanes(const float* x, int64_t rows, int64_t stride, const double* shift, Lanes* out) {
-  double k[kLanes], s1[kLanes], s2[kLanes], sq[kLanes], zero[kLanes], mn[kLanes], mx[kLanes];
+void accumulate_lanes(const float* x, int64_t rows, int64_t stride, const float* shift, Lanes* out) {
+  float k[kLanes], mn[kLanes], mx[kLanes];
+  double s1[kLanes], s2[kLanes], zero[kLanes];
   for (int l = 0; l < kLanes; ++l) {
     k[l] = shift[l];
-    s1[l] = s2[l] = sq[l] = zero[l] = 0;
-    mn[l] = kInfinity;
-    mx[l] = -kInfinity;
+    mn[l] = std::numeric_limits<float>::infinity();
+    mx[l] = -std::numeric_limits<float>::infinity();
+    s1[l] = s2[l] = zero[l] = 0;
   }
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* row = x + r * stride;
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    const int64_t r1 = std::min(rows, r0 + kBlockRows);
+    float f1[kLanes] = {}, f2[kLanes] = {}, fz[kLanes] = {};
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* row = x + r * stride;
+      for (int l = 0; l < kLanes; ++l) {
+        const float v = row[l];
+        const float d = v - k[l];
+        f1[l] += d;
+        f2[l] += d * d;
+        fz[l] += v == 0.0f ? 1.0f : 0.0f;
+        mn[l] = v < mn[l] ? v : mn[l];
+        mx[l] = v > mx[l] ? v : mx[l];
+      }
+    }
     for (int l = 0; l < kLanes; ++l) {
-      const double v = row[l];
-      const double d = v - k[l];
-      s1[l] += d;
-      s2[l] += d * d;
-      sq[l] += v * v;
-      zero[l] += v == 0 ? 1.0 : 0.0;
-      mn[l] = v < mn[l] ? v : mn[l];
-      mx[l] = v > mx[l] ? v : mx[l];
+      s1[l] += f1[l];
+      s2[l] += f2[l];
+      zero[l] += fz[l];
     }
   }
   for (int l = 0; l < kLanes; ++l) {
     out->s1[l] = s1[l];
     out->s2[l] = s2[l];
-    out->sq[l] = sq[l];
     out->zero[l] = zero[l];
     out->mn[l] = mn[l];
     out->mx[l] = mx[l];
   }
 }
 
+// Same blocking: float squares over blocks of kBlockRows * kLanes elements, added in double. A square beyond the
+// float range makes the result infinite; the caller then computes again in double.
 TRAINSCOPE_SIMD_CLONES
-double sum_of_squares(const float* x, int64_t n) {
+double sum_of_squares_fast(const float* x, int64_t n) {
+  constexpr int64_t kBlock = kBlockRows * kLanes;
   double lanes[kLanes] = {};
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int l = 0; l < kLanes; ++l) lanes[l] += double(x[i + l]) * double(x[i + l]);
+  for (; i + kBlock <= n; i += kBlock) {
+    float f[kLanes] = {};
+    for (int64_t j = i; j < i + kBlock; j += kLanes)
+      for (int l = 0; l < kLanes; ++l) f[l] += x[j + l] * x[j + l];
+    for (int l = 0; l < kLanes; ++l) lanes[l] += f[l];
+  }
   double sum = 0;
   for (double v : lanes) sum += v;
   for (; i < n; ++i) sum += double(x[i]) * double(x[i]);
   return sum;
 }
 
-inline void accumulate_one(float value, Accumulator& a) {
-  const double v = value;
-  const double d = v - a.shift;
-  a.s1 += d;
-  a.s2 += d * d;
-  a.sq += v * v;
-  a.zero += v == 0 ? 1.0 : 0.0;
-  a.mn = v < a.mn ? v : a.mn;
-  a.mx = v > a.mx ? v : a.mx;
-}
-
 inline void fold_lane(const Lanes& lanes, int l, Accumulator& a) {
   a.s1 += lanes.s1[l];
   a.s2 += lanes.s2[l];
-  a.sq += lanes.sq[l];
   a.zero += lanes.zero[l];
-  a.mn = std::min(a.mn, lanes.mn[l]);
-  a.mx = std::max(a.mx, lanes.mx[l]);
+  a.mn = std::min(a.mn, double(lanes.mn[l]));
+  a.mx = std::max(a.mx, double(lanes.mx[l]));
+}
+
+inline void accumulate_one(float value, Accumulator& a) {
+  const float d = value - float(a.shift);
+  a.s1 += d;
+  a.s2 += double(d) * double(d);
+  a.zero += value == 0 ? 1.0 : 0.0;
+  a.mn = value < a.mn ? value : a.mn;
+  a.mx = value > a.mx ? value : a.mx;
+}
+
+// One neuron element by element in double, NaN and Inf counted: for neurons the fast path found non-finite.
+Moments exact_neuron(const float* x, int64_t outer, int64_t neurons, int64_t inner, int64_t i) {
+  double sum = 0, sq = 0, zero = 0, nan = 0, inf = 0, mn = kInfinity, mx = -kInfinity;
+  for (int64_t o = 0; o < outer; ++o) {
+    const float* run = x + (o * neurons + i) * inner;
+    for (int64_t k = 0; k < inner; ++k) {
+      const double v = run[k];
+      nan += std::isnan(v) ? 1 : 0;
+      inf += std::isinf(v) ? 1 : 0;
+      zero += v == 0 ? 1 : 0;
+      sum += v;
+      sq += v * v;
+      mn = v < mn ? v : mn;
+      mx = v > mx ? v : mx;
+    }
+  }
+  const double n = double(outer * inner);
+  const double mean = sum / n;
+  double m2 = 0;  // second pass: exact variance even for huge finite values
+  if (nan == 0 && inf == 0)
+    for (int64_t o = 0; o < outer; ++o) {
+      const float* run = x + (o * neurons + i) * inner;
+      for (int64_t k = 0; k < inner; ++k) m2 += (run[k] - mean) * (run[k] - mean);
+    }
+  Moments m;
+  m.count = n;
+  m.v[kMean] = mean;
+  m.v[kStd] = nan > 0 || inf > 0 ? std::nan("") : std::sqrt(m2 / n);
+  m.v[kMin] = nan > 0 ? std::nan("") : mn;
+  m.v[kMax] = nan > 0 ? std::nan("") : mx;
+  m.v[kNorm] = std::sqrt(sq);
+  m.v[kZero] = zero / n;
+  m.v[kNan] = nan;
+  m.v[kInf] = inf;
+  return m;
 }
 
 }  // namespace
 
 double host_sum_of_squares(const float* x, int64_t n) {
-  return sum_of_squares(x, n);
+  const double fast = sum_of_squares_fast(x, n);
+  if (std::isfinite(fast)) return fast;
+  double sum = 0;  // a non-finite element, or squares beyond the float range
+  for (int64_t i = 0; i < n; ++i) sum += double(x[i]) * double(x[i]);
+  return sum;
 }
 
 void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t inner, Moments* out) {
   if (neurons <= 0) return;
+  const int64_t count = outer * inner;
+  if (count == 0) {
+    for (int64_t i = 0; i < neurons; ++i) {
+      out[i] = Moments{};
+      for (int s : {kMean, kStd, kMin, kMax, kZero}) out[i].v[size_t(s)] = std::nan("");
+    }
+    return;
+  }
   // Reused between calls: no allocation once the widest layer was seen.
   thread_local std::vector<Accumulator> acc;
   acc.assign(size_t(neurons), Accumulator{});
-  const int64_t count = outer * inner;
-  if (count > 0)
-    for (int64_t i = 0; i < neurons; ++i) {
-      const double first = x[i * inner];
-      acc[size_t(i)].shift = std::isfinite(first) ? first : 0.0;
-    }
+  for (int64_t i = 0; i < neurons; ++i) {
+    const float first = x[i * inner];
+    acc[size_t(i)].shift = std::isfinite(first) ? first : 0.0f;
+  }
   Lanes lanes;
   if (inner == 1) {
     // Neurons are columns of an [outer, neurons] matrix: kLanes neighbouring neurons at a time, down the rows.
     int64_t j = 0;
     for (; j + kLanes <= neurons; j += kLanes) {
-      double shift[kLanes];
-      for (int l = 0; l < kLanes; ++l) shift[l] = acc[size_t(j + l)].shift;
+      float shift[kLanes];
+      for (int l = 0; l < kLanes; ++l) shift[l] = float(acc[size_t(j + l)].shift);
       accumulate_lanes(x + j, outer, neurons, shift, &lanes);
       for (int l = 0; l < kLanes; ++l) fold_lane(lanes, l, acc[size_t(j + l)]);
     }
@@ -169,8 +234,8 @@ void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t
         const float* run = x + (o * neurons + i) * inner;
         Accumulator& a = acc[size_t(i)];
         if (rows > 0) {
-          double shift[kLanes];
-          std::fill(shift, shift + kLanes, a.shift);
+          float shift[kLanes];
+          std::fill(shift, shift + kLanes, float(a.shift));
           accumulate_lanes(run, rows, kLanes, shift, &lanes);
           for (int l = 0; l < kLanes; ++l) fold_lane(lanes, l, a);
         }
@@ -180,26 +245,22 @@ void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t
   const double n = double(count);
   for (int64_t i = 0; i < neurons; ++i) {
     const Accumulator& a = acc[size_t(i)];
+    if (!std::isfinite(a.s1) || !std::isfinite(a.s2)) {
+      out[i] = exact_neuron(x, outer, neurons, inner, i);
+      continue;
+    }
     Moments& m = out[i];
     m.count = n;
-    double nan = 0, inf = 0;
-    if (!std::isfinite(a.sq))
-      for (int64_t o = 0; o < outer; ++o) {
-        const float* run = x + (o * neurons + i) * inner;
-        for (int64_t k = 0; k < inner; ++k) {
-          nan += std::isnan(run[k]) ? 1 : 0;
-          inf += std::isinf(run[k]) ? 1 : 0;
-        }
-      }
     const double var = (a.s2 - a.s1 * (a.s1 / n)) / n;
+    const double sq = n * a.shift * a.shift + 2 * a.shift * a.s1 + a.s2;
     m.v[kMean] = a.shift + a.s1 / n;
-    m.v[kStd] = std::isnan(var) ? var : std::sqrt(std::max(0.0, var));
-    m.v[kMin] = nan > 0 || count == 0 ? std::nan("") : a.mn;
-    m.v[kMax] = nan > 0 || count == 0 ? std::nan("") : a.mx;
-    m.v[kNorm] = std::sqrt(a.sq);
+    m.v[kStd] = std::sqrt(std::max(0.0, var));
+    m.v[kMin] = a.mn;
+    m.v[kMax] = a.mx;
+    m.v[kNorm] = std::sqrt(std::max(0.0, sq));
     m.v[kZero] = a.zero / n;
-    m.v[kNan] = nan;
-    m.v[kInf] = inf;
+    m.v[kNan] = 0;
+    m.v[kInf] = 0;
   }
 }
 
@@ -274,16 +335,45 @@ void NeuronTable::add_call(const std::vector<Moments>& moments) {
 }
 
 format::TensorSummary NeuronTable::summary() const {
-  Moments all;
-  for (const Moments& m : rows) all = merge(all, m);
+  // Two passes over the neurons (no square root or division per neuron): the mean, then the spread of the neurons'
+  // variances and means around it. Infinite means give Inf (or NaN), a NaN or Inf element a NaN standard deviation.
+  double count = 0, sum = 0, norm2 = 0, zeros = 0, nan = 0, inf = 0, mn = kInfinity, mx = -kInfinity;
+  bool nan_extreme = false;
+  for (const Moments& m : rows) {
+    count += m.count;
+    sum += m.count * m.v[kMean];
+    norm2 += m.v[kNorm] * m.v[kNorm];
+    zeros += m.count * m.v[kZero];
+    nan += m.v[kNan];
+    inf += m.v[kInf];
+    if (m.count == 0) continue;
+    nan_extreme = nan_extreme || std::isnan(m.v[kMin]) || std::isnan(m.v[kMax]);
+    mn = std::min(mn, m.v[kMin]);
+    mx = std::max(mx, m.v[kMax]);
+  }
   format::TensorSummary s;
-  for (int i = 0; i < kStatRows; ++i) s.set(format::Statistic(i), all.v[i]);
-  s.numel = all.count;
+  s.numel = count;
+  if (count == 0) return s;
+  const double mean = sum / count;
+  double m2 = 0;
+  for (const Moments& m : rows) {
+    const double d = m.v[kMean] - mean;
+    m2 += m.count * (m.v[kStd] * m.v[kStd] + d * d);
+  }
+  s.mean = mean;
+  s.std = std::isnan(m2) ? m2 : std::sqrt(m2 / count);
+  s.min = nan_extreme ? std::nan("") : mn;
+  s.max = nan_extreme ? std::nan("") : mx;
+  s.norm = std::sqrt(norm2);
+  s.zero_fraction = zeros / count;
+  s.nan_count = nan;
+  s.inf_count = inf;
   return s;
 }
 
 std::vector<float> NeuronTable::values(format::StatisticMask mask) const {
   std::vector<float> out;
+  out.reserve(rows.size() * size_t(kStatRows));
   for (int s = 0; s < kStatRows; ++s) {
     if (!(mask & format::statistic_bit(format::Statistic(s)))) continue;
     for (const Moments& m : rows) out.push_back(float(m.v[s]));

@@ -596,7 +596,13 @@ struct Recorder::Impl {
       for (auto& t : full)
         if (recording) writer->append(std::move(t));
       // The window around an anomaly goes to disk at once, so a crash right after it cannot lose it.
-      if (recording && (dense || report.anomaly_triggered)) writer->request_flush();
+      // The trigger waits until the ring and this step are in the file: RunWriter::request_flush() only flushes what
+      // its thread has already taken from the queue, so a ring handed over just now could stay buffered for the whole
+      // flush interval. The dense steps after it ask without waiting; each request also covers the step before.
+      if (recording && report.anomaly_triggered)
+        writer->flush();
+      else if (recording && dense)
+        writer->request_flush();
       if (recording) {
         const auto status = writer->status();
         if (!status.error.empty()) fail(status.error);

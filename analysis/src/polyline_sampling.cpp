@@ -131,9 +131,10 @@ std::pair<double, double> value_range(const PolylineSet& set, const ChartOptions
 
 struct Neighbours {
   size_t n = 0, m = 0;
-  std::vector<uint32_t> ids;   // [i * m + r], ascending distance, kNone past the end
-  std::vector<float> d2;       // squared L2 in feature space
-  std::vector<float> spacing;  // RMS distance to the k-th neighbour, floored
+  std::vector<uint32_t> lines;  // [i]: the line (global index) of local index i
+  std::vector<uint32_t> ids;    // [i * m + r], ascending distance, kNone past the end
+  std::vector<float> d2;        // squared L2 in feature space
+  std::vector<float> spacing;   // RMS distance to the k-th neighbour, floored
 
   const uint32_t* ids_of(size_t i) const { return ids.data() + i * m; }
   const float* d2_of(size_t i) const { return d2.data() + i * m; }
@@ -193,7 +194,23 @@ std::vector<uint32_t> build_tree(const float* features, size_t n, size_t dims, u
   return perm;
 }
 
-// Neighbours of the given lines among themselves (indices are local to `ids`).
+// Spacing of every line: RMS distance to its k-th neighbour (or the farthest it has), never below a quarter pixel.
+void set_spacing(Neighbours& nb, const PolylineFeatures& f, size_t k) {
+  const size_t m = nb.m;
+  const float floor = float(0.25 * f.pixel);
+  const float inv_dims = f.dims ? 1.0f / float(f.dims) : 1.0f;
+  nb.spacing.assign(nb.n, floor);
+  for (size_t i = 0; i < nb.n; ++i) {
+    size_t r = std::min(k, m) - 1;
+    while (r > 0 && nb.ids[i * m + r] == kNone) --r;
+    const float d2 = nb.ids[i * m + r] == kNone ? 0.0f : nb.d2[i * m + r];
+    nb.spacing[i] = std::max(floor, std::sqrt(d2 * inv_dims));
+  }
+}
+
+constexpr size_t kExactNeighbours = 3000;  // sets this small get exact neighbour lists
+
+// Neighbours of the given lines among themselves. Local index i is the line nb.lines[i] (a permutation of `ids`).
 Neighbours find_neighbours(const PolylineFeatures& f, const std::vector<uint32_t>& ids, size_t k, int trees,
                            uint64_t seed, int threads) {
   Neighbours nb;
@@ -202,14 +219,13 @@ Neighbours find_neighbours(const PolylineFeatures& f, const std::vector<uint32_t
   nb.m = std::max<size_t>(1, std::min<size_t>(std::max<size_t>(k + 6, 16), n > 1 ? n - 1 : 1));
   nb.ids.assign(n * nb.m, kNone);
   nb.d2.assign(n * nb.m, kInf);
-  nb.spacing.assign(n, 0.0f);
+  nb.lines = ids;
   if (n == 0) return nb;
   std::vector<float> x(n * dims);  // the lines of this level, contiguous
   for (size_t i = 0; i < n; ++i) std::copy_n(f.line(ids[i]), dims, x.data() + i * dims);
   const size_t m = nb.m;
 
-  constexpr size_t kExact = 3000;
-  if (n <= kExact) {
+  if (n <= kExactNeighbours) {
     parallel_blocks(n, 64, threads, [&](size_t, size_t begin, size_t end) {
       for (size_t i = begin; i < end; ++i)
         for (size_t j = 0; j < n; ++j)
@@ -219,8 +235,21 @@ Neighbours find_neighbours(const PolylineFeatures& f, const std::vector<uint32_t
     const size_t leaf_size = 32;
     std::vector<std::vector<Leaf>> leaves(size_t(std::max(1, trees)));
     std::vector<std::vector<uint32_t>> perms(leaves.size());
-    parallel_blocks(leaves.size(), 1, threads, [&](size_t t, size_t, size_t) {
-      perms[t] = build_tree(x.data(), n, dims, derive_seed(seed, t), leaf_size, leaves[t]);
+    // Locality: the lines are renumbered in the first tree's leaf order, so that lines close on the chart are close
+    // in memory. Every later step (the other trees, the neighbour lists, the passes) then touches nearby rows.
+    {
+      const std::vector<uint32_t> perm0 = build_tree(x.data(), n, dims, derive_seed(seed, 0), leaf_size, leaves[0]);
+      std::vector<float> sorted(n * dims);
+      for (size_t i = 0; i < n; ++i) {
+        nb.lines[i] = ids[perm0[i]];
+        std::copy_n(&x[size_t(perm0[i]) * dims], dims, &sorted[i * dims]);
+      }
+      x.swap(sorted);
+      perms[0].resize(n);
+      std::iota(perms[0].begin(), perms[0].end(), 0u);
+    }
+    parallel_blocks(leaves.size() - 1, 1, threads, [&](size_t t, size_t, size_t) {
+      perms[t + 1] = build_tree(x.data(), n, dims, derive_seed(seed, t + 1), leaf_size, leaves[t + 1]);
     });
     for (size_t t = 0; t < leaves.size(); ++t) {
       // Within one tree every line is in exactly one leaf: leaves never touch the same neighbour list.
@@ -256,14 +285,45 @@ Neighbours find_neighbours(const PolylineFeatures& f, const std::vector<uint32_t
         }
     });
   }
-  const float floor = float(0.25 * f.pixel);
-  const float inv_dims = dims ? 1.0f / float(dims) : 1.0f;
-  for (size_t i = 0; i < n; ++i) {
-    size_t r = std::min(k, m) - 1;
-    while (r > 0 && nb.ids[i * m + r] == kNone) --r;
-    const float d2 = nb.ids[i * m + r] == kNone ? 0.0f : nb.d2[i * m + r];
-    nb.spacing[i] = std::max(floor, std::sqrt(d2 * inv_dims));
-  }
+  set_spacing(nb, f, k);
+  return nb;
+}
+
+// The neighbour lists of a subset of the lines (`keep`: local indices of `parent`, ascending), reusing the parent's
+// lists instead of searching again: the parent's neighbours that are in the subset are kept and, with `two_hop`,
+// the subset's members among the neighbours' neighbours are offered too, which finds the neighbours of a sparse
+// subset (a coarser level of the hierarchy). Linear in the subset's size; keeps the parent's memory order.
+Neighbours subgraph(const PolylineFeatures& f, const Neighbours& parent, const std::vector<uint32_t>& keep, size_t k,
+                    bool two_hop, int threads) {
+  Neighbours nb;
+  const size_t n = keep.size(), m = parent.m, dims = f.dims;
+  nb.n = n, nb.m = m;
+  nb.lines.resize(n);
+  std::vector<uint32_t> local(parent.n, kNone);
+  for (size_t j = 0; j < n; ++j) local[keep[j]] = uint32_t(j), nb.lines[j] = parent.lines[keep[j]];
+  nb.ids.assign(n * m, kNone);
+  nb.d2.assign(n * m, kInf);
+  parallel_blocks(n, 1024, threads, [&](size_t, size_t begin, size_t end) {
+    for (size_t j = begin; j < end; ++j) {
+      uint32_t* ids = &nb.ids[j * m];
+      float* d2 = &nb.d2[j * m];
+      const uint32_t* pn = parent.ids_of(keep[j]);
+      const float* pd = parent.d2_of(keep[j]);
+      for (size_t r = 0; r < m && pn[r] != kNone; ++r)
+        if (local[pn[r]] != kNone) offer(ids, d2, m, local[pn[r]], pd[r]);
+      if (!two_hop) continue;
+      const float* x = f.line(nb.lines[j]);
+      for (size_t r = 0; r < m && pn[r] != kNone; ++r) {
+        const uint32_t* qn = parent.ids_of(pn[r]);
+        for (size_t q = 0; q < m && qn[q] != kNone; ++q) {
+          const uint32_t l = local[qn[q]];
+          if (l == kNone || l == j) continue;
+          offer(ids, d2, m, l, distance2(x, f.line(nb.lines[l]), dims));
+        }
+      }
+    }
+  });
+  set_spacing(nb, f, k);
   return nb;
 }
 
@@ -282,9 +342,9 @@ constexpr size_t kExactOrder = 64;   // sets this small are ordered by exact far
 // Conflict radius of every line for one pass: the distance to its r-th nearest neighbour. A radius at a neighbour
 // rank (rather than a multiple of one spacing) thins every region to about the same fraction whatever its density
 // and its intrinsic dimension, so the sample keeps the shape of the whole. The radius is capped at twice the median:
-// a line far from all others (an outlier) only conflicts with lines about as close as typical neighbours are, so
-// distinct outliers all keep their lines and only near-duplicates of each other are thinned.
-std::vector<float> pass_radius(const Context& cx, const std::vector<uint32_t>& ids, const Neighbours& nb, size_t rank) {
+// a line in a sparse region only conflicts with lines about as close as typical neighbours are. (Outliers are not
+// ordered here: they are a class of their own, see BlueNoisePolylineSampler::sample.)
+std::vector<float> pass_radius(const Context& cx, const Neighbours& nb, size_t rank) {
   const size_t n = nb.n, m = nb.m;
   const float floor = float(0.25 * cx.f.pixel), inv_dims = 1.0f / float(cx.f.dims ? cx.f.dims : 1);
   std::vector<float> rad(n);
@@ -298,22 +358,18 @@ std::vector<float> pass_radius(const Context& cx, const std::vector<uint32_t>& i
   std::vector<float> sorted = rad;
   std::nth_element(sorted.begin(), sorted.begin() + std::ptrdiff_t(n / 2), sorted.end());
   const float cap = 2.0f * sorted[n / 2];
-  // Outliers form a class of their own (multi-class blue noise) whose lines are all kept: they conflict with
-  // nothing but exact duplicates. They are rare by definition (twice the typical spacing to their k-th neighbour).
-  const float outlier_bias = float(1.0 + cx.options.outlier_bias * double(kOutlierScoreThreshold));
-  for (size_t i = 0; i < n; ++i)
-    rad[i] = cx.bias[ids[i]] >= outlier_bias && cx.options.outlier_bias > 0 ? 1e-30f : std::min(rad[i], cap);
+  for (float& r : rad) r = std::min(r, cap);
   return rad;
 }
 
 // Farthest-point order for tiny sets: the next line is the one farthest (in conflict radii, weighted by its bias)
 // from every line taken so far. Exact, O(n^2).
-std::vector<uint32_t> farthest_point_order(const Context& cx, const std::vector<uint32_t>& ids, const Neighbours& nb,
-                                           size_t limit, uint64_t seed) {
+std::vector<uint32_t> farthest_point_order(const Context& cx, const Neighbours& nb, size_t limit, uint64_t seed) {
+  const std::vector<uint32_t>& ids = nb.lines;
   const size_t n = ids.size(), dims = cx.f.dims;
   std::vector<uint32_t> out;
   if (n == 0) return out;
-  const std::vector<float> rad = pass_radius(cx, ids, nb, size_t(std::max(1, cx.options.neighbours)));
+  const std::vector<float> rad = pass_radius(cx, nb, size_t(std::max(1, cx.options.neighbours)));
   Random rng(seed);
   std::vector<double> tiebreak(n);
   for (auto& t : tiebreak) t = rng.uniform();
@@ -346,12 +402,12 @@ std::vector<uint32_t> farthest_point_order(const Context& cx, const std::vector<
   return out;
 }
 
-// Orders (a prefix of) `ids`; returns indices into `ids`.
-std::vector<uint32_t> progressive_order(const Context& cx, const std::vector<uint32_t>& ids, const Neighbours& nb,
-                                        size_t limit, uint64_t seed) {
+// Orders (a prefix of) the lines of `nb`; returns local indices of `nb`.
+std::vector<uint32_t> progressive_order(const Context& cx, const Neighbours& nb, size_t limit, uint64_t seed) {
+  const std::vector<uint32_t>& ids = nb.lines;
   const size_t n = ids.size();
   limit = std::min(limit, n);
-  if (n <= kExactOrder) return farthest_point_order(cx, ids, nb, limit, seed);
+  if (n <= kExactOrder) return farthest_point_order(cx, nb, limit, seed);
 
   // Visiting order: a random permutation weighted by bias (Efraimidis-Spirakis keys): outliers tend to come first.
   Random rng(derive_seed(seed, 1));
@@ -385,7 +441,7 @@ std::vector<uint32_t> progressive_order(const Context& cx, const std::vector<uin
     return g * cx.bias[ids[i]];
   };
   auto pass = [&](size_t rank, size_t stop) {
-    rad = pass_radius(cx, ids, nb, rank);
+    rad = pass_radius(cx, nb, rank);
     std::fill(block.begin(), block.end(), kInf);
     for (uint32_t a : out) note(a);
     for (uint32_t i : visit) {
@@ -403,13 +459,21 @@ std::vector<uint32_t> progressive_order(const Context& cx, const std::vector<uin
   pass(top, n);
   std::vector<uint32_t> coarse = std::move(out);
   if (coarse.size() > n / 2) coarse.resize(n / 4);
-  std::vector<uint32_t> coarse_ids(coarse.size());
-  for (size_t i = 0; i < coarse.size(); ++i) coarse_ids[i] = ids[coarse[i]];
+  // The coarse level's neighbour lists come from this level's (no new search): in memory order, through the
+  // neighbours' neighbours. Small levels are searched exactly, which costs no more.
+  std::sort(coarse.begin(), coarse.end());
   std::vector<uint32_t> coarse_order;
   {
-    const Neighbours coarse_nb = find_neighbours(cx.f, coarse_ids, size_t(cx.options.neighbours), cx.options.trees,
-                                                 derive_seed(seed, 2), cx.threads);
-    coarse_order = progressive_order(cx, coarse_ids, coarse_nb, limit, derive_seed(seed, 3));
+    const size_t k = size_t(std::max(1, cx.options.neighbours));
+    Neighbours coarse_nb;
+    if (coarse.size() <= kExactNeighbours) {  // exact search keeps the given order: local j is coarse[j]
+      std::vector<uint32_t> coarse_ids(coarse.size());
+      for (size_t i = 0; i < coarse.size(); ++i) coarse_ids[i] = ids[coarse[i]];
+      coarse_nb = find_neighbours(cx.f, coarse_ids, k, cx.options.trees, derive_seed(seed, 2), cx.threads);
+    } else {
+      coarse_nb = subgraph(cx.f, nb, coarse, k, true, cx.threads);
+    }
+    coarse_order = progressive_order(cx, coarse_nb, limit, derive_seed(seed, 3));
   }
   std::fill(accepted.begin(), accepted.end(), 0);
   out.clear();
@@ -425,7 +489,7 @@ std::vector<uint32_t> progressive_order(const Context& cx, const std::vector<uin
     if (out.size() >= limit) return out;
   }
   // The rest, emptiest surroundings first.
-  rad = pass_radius(cx, ids, nb, 1);
+  rad = pass_radius(cx, nb, 1);
   std::fill(block.begin(), block.end(), kInf);
   for (uint32_t a : out) note(a);
   std::vector<std::pair<float, uint32_t>> rest;
@@ -436,6 +500,202 @@ std::vector<uint32_t> progressive_order(const Context& cx, const std::vector<uin
     if (out.size() >= limit) break;
     out.push_back(visit[r.second]);
   }
+  return out;
+}
+
+// ---- k-means (clustering, and the global outlier term) ----
+
+struct KMeans {
+  size_t k = 0, dims = 0;
+  std::vector<float> centres;  // [c * dims + d]
+  size_t nearest(const float* x, float* d2_out = nullptr) const {
+    size_t best = 0;
+    float best_d = kInf;
+    for (size_t c = 0; c < k; ++c) {
+      const float d = distance2(x, &centres[c * dims], dims);
+      if (d < best_d) best_d = d, best = c;
+    }
+    if (d2_out) *d2_out = best_d;
+    return best;
+  }
+};
+
+// k-means++ seeding then Lloyd iterations over `ids`. Sums per fixed block, combined in block order: deterministic.
+KMeans fit_kmeans(const PolylineFeatures& f, const std::vector<uint32_t>& ids, size_t k, uint64_t seed, int iterations,
+                  int threads, const KMeans* start = nullptr) {
+  const size_t dims = f.dims, n = ids.size();
+  KMeans km;
+  km.k = std::min(k, n);
+  km.dims = dims;
+  if (start) {
+    km = *start;
+  } else {
+    Random rng(seed);
+    km.centres.resize(km.k * dims);
+    std::vector<float> best(n, kInf);
+    size_t pick = rng.below(n);
+    for (size_t c = 0; c < km.k; ++c) {
+      std::copy_n(f.line(ids[pick]), dims, &km.centres[c * dims]);
+      double total = 0;
+      for (size_t i = 0; i < n; ++i) {
+        best[i] = std::min(best[i], distance2(f.line(ids[i]), &km.centres[c * dims], dims));
+        total += best[i];
+      }
+      if (total <= 0) {  // fewer distinct lines than clusters
+        km.k = c + 1;
+        km.centres.resize(km.k * dims);
+        break;
+      }
+      double target = rng.uniform() * total;
+      pick = n - 1;
+      for (size_t i = 0; i < n; ++i) {
+        target -= best[i];
+        if (target < 0) {
+          pick = i;
+          break;
+        }
+      }
+    }
+  }
+  const size_t block = 8192, blocks = (n + block - 1) / block;
+  std::vector<double> sums(blocks * km.k * dims);
+  std::vector<uint64_t> counts(blocks * km.k);
+  std::vector<uint32_t> label(n, kNone);
+  for (int it = 0; it < iterations; ++it) {
+    std::fill(sums.begin(), sums.end(), 0.0);
+    std::fill(counts.begin(), counts.end(), 0);
+    std::atomic<bool> changed{false};
+    parallel_blocks(n, block, threads, [&](size_t b, size_t begin, size_t end) {
+      bool moved = false;
+      for (size_t i = begin; i < end; ++i) {
+        const float* x = f.line(ids[i]);
+        const uint32_t c = uint32_t(km.nearest(x));
+        moved |= c != label[i];
+        label[i] = c;
+        ++counts[b * km.k + c];
+        double* s = &sums[(b * km.k + c) * dims];
+        for (size_t d = 0; d < dims; ++d) s[d] += x[d];
+      }
+      if (moved) changed = true;
+    });
+    if (!changed && it > 0) break;
+    for (size_t c = 0; c < km.k; ++c) {
+      uint64_t count = 0;
+      std::vector<double> s(dims, 0.0);
+      for (size_t b = 0; b < blocks; ++b) {
+        count += counts[b * km.k + c];
+        for (size_t d = 0; d < dims; ++d) s[d] += sums[(b * km.k + c) * dims + d];
+      }
+      if (count)  // an empty cluster keeps its centre
+        for (size_t d = 0; d < dims; ++d) km.centres[c * dims + d] = float(s[d] / double(count));
+    }
+  }
+  return km;
+}
+
+// ---- Outliers ----
+
+constexpr size_t kGlobalCentres = 8;  // k-means centres for the global outlier term
+constexpr size_t kGlobalSubsample = 4096;
+constexpr size_t kSpreadPrefix = 256;  // prefixes this short pick their strata for spread
+constexpr size_t kStrata = 64;         // finer k-means cells: strata of the typical lines' order
+constexpr double kMajorShare = 0.01;   // centres holding less than this share of the lines are not bundles
+constexpr float kGlobalReach = 1.5f;   // score 0.5 at three times a bundle's median distance to its centre
+constexpr size_t kOutlierExactOrder = 2048;
+
+// The global outlier term of every line (indexed like `ids`): how far it lies from the main bundles. The local
+// term (spacing to the k-th neighbour) misses a small tight group of lines far from everything else (say 50 dead
+// neurons flat at the same value): they are each other's neighbours. Here k-means centres are fitted on a
+// subsample; centres holding under 1% of it are dropped (a small far group owns one: it is not a bundle); a line's
+// term is 1 - 1.5 R_c / d(line, c), with c the remaining centre nearest in units of R_c, the median distance of the
+// subsample's members of c to it. Linear in N.
+// `cell` receives every line's stratum: the nearest of kStrata finer k-means centres (for the typical order).
+std::vector<float> global_outlier_term(const PolylineFeatures& f, const std::vector<uint32_t>& ids, uint64_t seed,
+                                       int threads, std::vector<uint32_t>& cell) {
+  const size_t n = ids.size(), dims = f.dims;
+  std::vector<float> term(n, 0.0f);
+  cell.assign(n, 0);
+  if (n < 8 * kGlobalCentres || dims == 0) return term;  // too few lines to tell bundles: the local term decides
+  std::vector<uint32_t> sub;
+  const size_t count = std::min(n, kGlobalSubsample);
+  sub.reserve(count);
+  for (size_t i = 0; i < count; ++i) sub.push_back(ids[i * n / count]);
+  std::sort(sub.begin(), sub.end());
+  const KMeans km = fit_kmeans(f, sub, kGlobalCentres, seed, 15, threads);
+  const KMeans strata = fit_kmeans(f, sub, kStrata, derive_seed(seed, 1), 10, threads);
+  std::vector<size_t> members(km.k, 0);
+  for (uint32_t i : sub) ++members[km.nearest(f.line(i))];
+  std::vector<uint8_t> major(km.k, 0);
+  size_t majors = 0;
+  for (size_t c = 0; c < km.k; ++c) majors += major[c] = double(members[c]) >= kMajorShare * double(sub.size());
+  if (majors == 0) major[size_t(std::max_element(members.begin(), members.end()) - members.begin())] = 1;
+  // Nearest bundle centre of a line, by plain distance.
+  auto nearest_major = [&](const float* x, float& d2) {
+    size_t best = kNone;
+    d2 = kInf;
+    for (size_t c = 0; c < km.k; ++c) {
+      if (!major[c]) continue;
+      const float d = distance2(x, &km.centres[c * dims], dims);
+      if (d < d2) d2 = d, best = c;
+    }
+    return best;
+  };
+  std::vector<std::vector<float>> dist(km.k);
+  for (uint32_t i : sub) {
+    float d2;
+    const size_t c = nearest_major(f.line(i), d2);
+    dist[c].push_back(std::sqrt(d2 / float(dims)));
+  }
+  const float floor = float(0.25 * f.pixel);
+  std::vector<float> radius(km.k, kInf);
+  for (size_t c = 0; c < km.k; ++c) {
+    if (!major[c] || dist[c].empty()) continue;
+    auto mid = dist[c].begin() + std::ptrdiff_t(dist[c].size() * 9 / 10);
+    std::nth_element(dist[c].begin(), mid, dist[c].end());
+    radius[c] = std::max(floor, *mid);
+  }
+  parallel_blocks(n, 4096, threads, [&](size_t, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      const float* x = f.line(ids[i]);
+      cell[i] = uint32_t(strata.nearest(x));
+      float ratio = kInf;
+      for (size_t c = 0; c < km.k; ++c)
+        if (radius[c] < kInf)
+          ratio = std::min(ratio, std::sqrt(distance2(x, &km.centres[c * dims], dims) / float(dims)) / radius[c]);
+      term[i] = ratio < kInf ? std::max(0.0f, 1.0f - kGlobalReach / ratio) : 0.0f;
+    }
+  });
+  return term;
+}
+
+// Lines scored as outliers are a class of their own (multi-class blue noise): all are kept, ordered among
+// themselves by farthest-point selection weighted by score (the most unusual first, then whichever differs most from
+// those taken), so a short prefix shows the different kinds of outlier before near-duplicates of one kind. Past
+// kOutlierExactOrder of them (a layer that is mostly unusual), the rest follow by score.
+std::vector<uint32_t> outlier_order(const PolylineFeatures& f, std::vector<uint32_t> lines,
+                                    const std::vector<float>& score) {
+  std::stable_sort(lines.begin(), lines.end(), [&](uint32_t a, uint32_t b) { return score[a] > score[b]; });
+  const size_t exact = std::min(lines.size(), kOutlierExactOrder);
+  std::vector<uint32_t> out;
+  out.reserve(lines.size());
+  std::vector<float> gap(exact, kInf);
+  std::vector<uint8_t> taken(exact, 0);
+  for (size_t step = 0; step < exact; ++step) {
+    size_t best = kNone;
+    float best_key = -1;
+    for (size_t i = 0; i < exact; ++i) {
+      if (taken[i]) continue;
+      const float w = 1.0f + score[lines[i]];
+      const float key = gap[i] == kInf ? kInf : gap[i] * w * w;
+      if (best == kNone || key > best_key) best = i, best_key = key;
+    }
+    taken[best] = 1;
+    out.push_back(lines[best]);
+    const float* p = f.line(lines[best]);
+    for (size_t i = 0; i < exact; ++i)
+      if (!taken[i]) gap[i] = std::min(gap[i], distance2(p, f.line(lines[i]), f.dims));
+  }
+  for (size_t i = exact; i < lines.size(); ++i) out.push_back(lines[i]);
   return out;
 }
 
@@ -539,117 +799,106 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
 
   const size_t k = size_t(std::max(1, options_.neighbours));
   const Neighbours nb = find_neighbours(f, finite_ids, k, options_.trees, derive_seed(options_.seed, 100), threads);
+  std::vector<uint32_t> cell;
+  const std::vector<float> global = global_outlier_term(f, nb.lines, derive_seed(options_.seed, 200), threads, cell);
   // Outlier score from the local spacing against the typical one (never below a pixel: lines closer than that look
   // the same).
   std::vector<float> spacing = nb.spacing;
   const size_t mid = spacing.size() / 2;
   std::nth_element(spacing.begin(), spacing.begin() + std::ptrdiff_t(mid), spacing.end());
   const float typical = std::max(spacing[mid], float(f.pixel));
-  std::vector<float> bias(n, 1.0f + float(options_.outlier_bias));
-  for (size_t i = 0; i < finite_ids.size(); ++i) {
-    const uint32_t line = finite_ids[i];
-    const float s = std::max(0.0f, 1.0f - typical / nb.spacing[i]);
+  // Outliers are ordered as a class of their own (below), so the typical lines' order carries no outlier bias: all
+  // weights 1, the density of every stratum kept.
+  const std::vector<float> bias(n, 1.0f);
+  // The score is the larger of the local term and the global one.
+  std::vector<uint32_t> typical_local, unusual;
+  for (size_t i = 0; i < nb.n; ++i) {
+    const uint32_t line = nb.lines[i];
+    const float local = std::max(0.0f, 1.0f - typical / nb.spacing[i]);
+    const float s = std::max(local, global[i]);
     result.outlier_score[line] = s;
     result.spacing[line] = nb.spacing[i];
-    bias[line] = 1.0f + float(options_.outlier_bias) * s;
+    if (s >= kOutlierScoreThreshold && options_.outlier_bias > 0)
+      unusual.push_back(line);
+    else
+      typical_local.push_back(uint32_t(i));
   }
-  const Context cx{f, bias, options_, threads};
-  const auto order = progressive_order(cx, finite_ids, nb, limit - result.order.size(), options_.seed);
-  for (uint32_t i : order) result.order.push_back(finite_ids[i]);
+  std::sort(unusual.begin(), unusual.end());
+  // Typical lines, stratified by k-means cell so that every prefix keeps the layer's density: each cell is ordered
+  // by the progressive blue-noise order on its own neighbour lists (the parent's, restricted to the cell), and the
+  // cells' orders are interleaved in proportion to their populations (each next line from the cell furthest behind
+  // its share). A cell never gives more than its share + 4 of any prefix, so ordering it that far is enough and
+  // the result stays the same whatever the count (progressive).
+  const size_t rest = limit - result.order.size();
+  std::vector<uint32_t> typical_order;
+  if (!typical_local.empty()) {
+    const size_t cells = cell.empty() ? 1 : size_t(*std::max_element(cell.begin(), cell.end())) + 1;
+    std::vector<std::vector<uint32_t>> members(cells);
+    for (uint32_t i : typical_local) members[cell[i]].push_back(i);
+    const double total = double(typical_local.size());
+    const Context cx{f, bias, options_, threads};
+    std::vector<std::vector<uint32_t>> orders(cells);
+    for (size_t c = 0; c < cells; ++c) {
+      if (members[c].empty()) continue;
+      const size_t quota =
+          std::min(members[c].size(), size_t(std::ceil(double(members[c].size()) * double(rest) / total)) + 4);
+      const Neighbours cell_nb = subgraph(f, nb, members[c], k, false, threads);
+      for (uint32_t i : progressive_order(cx, cell_nb, quota, derive_seed(options_.seed, 300 + c)))
+        orders[c].push_back(cell_nb.lines[i]);
+    }
+    std::vector<size_t> taken(cells, 0);
+    // In a short prefix (fewer lines than cells, or a few per cell) which cell goes next matters for the spread:
+    // among the cells within one line of the furthest behind, the one whose next line is farthest from the lines
+    // taken so far goes first (farthest-point selection over the cells' heads).
+    std::vector<float> head_gap(cells, kInf);
+    auto gap_of = [&](uint32_t line) {
+      float g = kInf;
+      for (uint32_t o : typical_order) g = std::min(g, distance2(f.line(line), f.line(o), f.dims));
+      return g;
+    };
+    while (typical_order.size() < rest) {
+      const double next = double(typical_order.size() + 1);
+      const bool spread = typical_order.size() < kSpreadPrefix;
+      double most = -std::numeric_limits<double>::infinity();
+      for (size_t c = 0; c < cells; ++c)
+        if (taken[c] < orders[c].size())
+          most = std::max(most, double(members[c].size()) * next / total - double(taken[c]));
+      size_t best = kNone;
+      double best_deficit = 0;
+      for (size_t c = 0; c < cells; ++c) {
+        if (taken[c] >= orders[c].size()) continue;
+        const double deficit = double(members[c].size()) * next / total - double(taken[c]);
+        if (spread ? deficit > most - 1.0 && (best == kNone || head_gap[c] > head_gap[best])
+                   : best == kNone || deficit > best_deficit)
+          best = c, best_deficit = deficit;
+      }
+      if (best == kNone) break;
+      const uint32_t line = orders[best][taken[best]++];
+      typical_order.push_back(line);
+      if (typical_order.size() < kSpreadPrefix) {
+        if (taken[best] < orders[best].size()) head_gap[best] = gap_of(orders[best][taken[best]]);
+        for (size_t c = 0; c < cells; ++c)
+          if (c != best && taken[c] < orders[c].size())
+            head_gap[c] = std::min(head_gap[c], distance2(f.line(orders[c][taken[c]]), f.line(line), f.dims));
+      }
+    }
+  }
+  // Outliers are all kept but take at most `outlier_share` of any prefix (while typical lines remain), so that a short
+  // prefix still shows the shape of the layer. The merge depends only on prefixes of both orders: progressive.
+  const std::vector<uint32_t> unusual_order = outlier_order(f, unusual, result.outlier_score);
+  const double share = std::clamp(options_.outlier_share, 0.0, 1.0);
+  size_t a = 0, b = 0;
+  while (result.order.size() < limit && (a < typical_order.size() || b < unusual_order.size())) {
+    const bool outlier =
+        b < unusual_order.size() && (a >= typical_order.size() || double(b) * (1.0 - share) <= double(a) * share);
+    result.order.push_back(outlier ? unusual_order[b++] : typical_order[a++]);
+  }
   return result;
 }
 
 // ---- Clustering ----
 
 namespace {
-
-struct KMeans {
-  size_t k = 0, dims = 0;
-  std::vector<float> centres;  // [c * dims + d]
-  size_t nearest(const float* x, float* d2_out = nullptr) const {
-    size_t best = 0;
-    float best_d = kInf;
-    for (size_t c = 0; c < k; ++c) {
-      const float d = distance2(x, &centres[c * dims], dims);
-      if (d < best_d) best_d = d, best = c;
-    }
-    if (d2_out) *d2_out = best_d;
-    return best;
-  }
-};
-
-// k-means++ seeding then Lloyd iterations over `ids`. Sums per fixed block, combined in block order: deterministic.
-KMeans fit_kmeans(const PolylineFeatures& f, const std::vector<uint32_t>& ids, size_t k, uint64_t seed, int iterations,
-                  int threads, const KMeans* start = nullptr) {
-  const size_t dims = f.dims, n = ids.size();
-  KMeans km;
-  km.k = std::min(k, n);
-  km.dims = dims;
-  if (start) {
-    km = *start;
-  } else {
-    Random rng(seed);
-    km.centres.resize(km.k * dims);
-    std::vector<float> best(n, kInf);
-    size_t pick = rng.below(n);
-    for (size_t c = 0; c < km.k; ++c) {
-      std::copy_n(f.line(ids[pick]), dims, &km.centres[c * dims]);
-      double total = 0;
-      for (size_t i = 0; i < n; ++i) {
-        best[i] = std::min(best[i], distance2(f.line(ids[i]), &km.centres[c * dims], dims));
-        total += best[i];
-      }
-      if (total <= 0) {  // fewer distinct lines than clusters
-        km.k = c + 1;
-        km.centres.resize(km.k * dims);
-        break;
-      }
-      double target = rng.uniform() * total;
-      pick = n - 1;
-      for (size_t i = 0; i < n; ++i) {
-        target -= best[i];
-        if (target < 0) {
-          pick = i;
-          break;
-        }
-      }
-    }
-  }
-  const size_t block = 8192, blocks = (n + block - 1) / block;
-  std::vector<double> sums(blocks * km.k * dims);
-  std::vector<uint64_t> counts(blocks * km.k);
-  std::vector<uint32_t> label(n, kNone);
-  for (int it = 0; it < iterations; ++it) {
-    std::fill(sums.begin(), sums.end(), 0.0);
-    std::fill(counts.begin(), counts.end(), 0);
-    std::atomic<bool> changed{false};
-    parallel_blocks(n, block, threads, [&](size_t b, size_t begin, size_t end) {
-      bool moved = false;
-      for (size_t i = begin; i < end; ++i) {
-        const float* x = f.line(ids[i]);
-        const uint32_t c = uint32_t(km.nearest(x));
-        moved |= c != label[i];
-        label[i] = c;
-        ++counts[b * km.k + c];
-        double* s = &sums[(b * km.k + c) * dims];
-        for (size_t d = 0; d < dims; ++d) s[d] += x[d];
-      }
-      if (moved) changed = true;
-    });
-    if (!changed && it > 0) break;
-    for (size_t c = 0; c < km.k; ++c) {
-      uint64_t count = 0;
-      std::vector<double> s(dims, 0.0);
-      for (size_t b = 0; b < blocks; ++b) {
-        count += counts[b * km.k + c];
-        for (size_t d = 0; d < dims; ++d) s[d] += sums[(b * km.k + c) * dims + d];
-      }
-      if (count)  // an empty cluster keeps its centre
-        for (size_t d = 0; d < dims; ++d) km.centres[c * dims + d] = float(s[d] / double(count));
-    }
-  }
-  return km;
-}
 
 // Mean silhouette of the lines `ids` under their nearest centres (distances among `ids` only).
 double silhouette(const PolylineFeatures& f, const std::vector<uint32_t>& ids, const KMeans& km,

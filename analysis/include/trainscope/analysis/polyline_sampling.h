@@ -88,6 +88,10 @@ struct SamplerOptions {
   int buckets = 8;      // chart columns grouped into this many (min, max) pairs
   int neighbours = 10;  // k: local spacing = distance to the k-th nearest line
   double outlier_bias = 4.0;
+  // Lines scoring >= kOutlierScoreThreshold are all kept but fill at most this share of any prefix of the order (as
+  // long as typical lines remain): every outlier of a 5% sample is kept when at most 1% of the lines are outliers,
+  // and a short prefix still shows the layer's shape.
+  double outlier_share = 0.2;
   int trees = 3;    // random-projection trees for the neighbour search
   int threads = 0;  // 0 = all cores
 };

@@ -208,7 +208,7 @@ void set_spacing(Neighbours& nb, const PolylineFeatures& f, size_t k) {
   }
 }
 
-constexpr size_t kExactNeighbours = 3000;  // sets this small get exact neighbour lists
+constexpr size_t kExactNeighbours = 512;  // sets this small get exact neighbour lists
 
 // Neighbours of the given lines among themselves. Local index i is the line nb.lines[i] (a permutation of `ids`).
 Neighbours find_neighbours(const PolylineFeatures& f, const std::vector<uint32_t>& ids, size_t k, int trees,
@@ -293,13 +293,14 @@ Neighbours find_neighbours(const PolylineFeatures& f, const std::vector<uint32_t
 // lists instead of searching again: the parent's neighbours that are in the subset are kept and, with `two_hop`,
 // the subset's members among the neighbours' neighbours are offered too, which finds the neighbours of a sparse
 // subset (a coarser level of the hierarchy). Linear in the subset's size; keeps the parent's memory order.
+// `local` is scratch of parent.n entries, all kNone, and is left so (one allocation for many subsets).
 Neighbours subgraph(const PolylineFeatures& f, const Neighbours& parent, const std::vector<uint32_t>& keep, size_t k,
-                    bool two_hop, int threads) {
+                    bool two_hop, int threads, std::vector<uint32_t>& local) {
   Neighbours nb;
   const size_t n = keep.size(), m = parent.m, dims = f.dims;
   nb.n = n, nb.m = m;
   nb.lines.resize(n);
-  std::vector<uint32_t> local(parent.n, kNone);
+  local.resize(parent.n, kNone);
   for (size_t j = 0; j < n; ++j) local[keep[j]] = uint32_t(j), nb.lines[j] = parent.lines[keep[j]];
   nb.ids.assign(n * m, kNone);
   nb.d2.assign(n * m, kInf);
@@ -323,6 +324,7 @@ Neighbours subgraph(const PolylineFeatures& f, const Neighbours& parent, const s
       }
     }
   });
+  for (uint32_t p : keep) local[p] = kNone;
   set_spacing(nb, f, k);
   return nb;
 }
@@ -471,7 +473,8 @@ std::vector<uint32_t> progressive_order(const Context& cx, const Neighbours& nb,
       for (size_t i = 0; i < coarse.size(); ++i) coarse_ids[i] = ids[coarse[i]];
       coarse_nb = find_neighbours(cx.f, coarse_ids, k, cx.options.trees, derive_seed(seed, 2), cx.threads);
     } else {
-      coarse_nb = subgraph(cx.f, nb, coarse, k, true, cx.threads);
+      std::vector<uint32_t> local;
+      coarse_nb = subgraph(cx.f, nb, coarse, k, true, cx.threads, local);
     }
     coarse_order = progressive_order(cx, coarse_nb, limit, derive_seed(seed, 3));
   }
@@ -598,6 +601,7 @@ KMeans fit_kmeans(const PolylineFeatures& f, const std::vector<uint32_t>& ids, s
 constexpr size_t kGlobalCentres = 8;  // k-means centres for the global outlier term
 constexpr size_t kGlobalSubsample = 4096;
 constexpr size_t kSpreadPrefix = 256;  // prefixes this short pick their strata for spread
+constexpr double kSpreadSlack = 0.25;  // ... among the strata within this many lines of the furthest behind
 constexpr size_t kStrata = 64;         // finer k-means cells: strata of the typical lines' order
 constexpr double kMajorShare = 0.01;   // centres holding less than this share of the lines are not bundles
 constexpr float kGlobalReach = 1.5f;   // score 0.5 at three times a bundle's median distance to its centre
@@ -838,17 +842,18 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
     const double total = double(typical_local.size());
     const Context cx{f, bias, options_, threads};
     std::vector<std::vector<uint32_t>> orders(cells);
+    std::vector<uint32_t> local;
     for (size_t c = 0; c < cells; ++c) {
       if (members[c].empty()) continue;
       const size_t quota =
           std::min(members[c].size(), size_t(std::ceil(double(members[c].size()) * double(rest) / total)) + 4);
-      const Neighbours cell_nb = subgraph(f, nb, members[c], k, false, threads);
+      const Neighbours cell_nb = subgraph(f, nb, members[c], k, false, threads, local);
       for (uint32_t i : progressive_order(cx, cell_nb, quota, derive_seed(options_.seed, 300 + c)))
         orders[c].push_back(cell_nb.lines[i]);
     }
     std::vector<size_t> taken(cells, 0);
     // In a short prefix (fewer lines than cells, or a few per cell) which cell goes next matters for the spread:
-    // among the cells within one line of the furthest behind, the one whose next line is farthest from the lines
+    // among the cells within a quarter line of the furthest behind, the one whose next line is farthest from the lines
     // taken so far goes first (farthest-point selection over the cells' heads).
     std::vector<float> head_gap(cells, kInf);
     auto gap_of = [&](uint32_t line) {
@@ -868,7 +873,7 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
       for (size_t c = 0; c < cells; ++c) {
         if (taken[c] >= orders[c].size()) continue;
         const double deficit = double(members[c].size()) * next / total - double(taken[c]);
-        if (spread ? deficit > most - 1.0 && (best == kNone || head_gap[c] > head_gap[best])
+        if (spread ? deficit > most - kSpreadSlack && (best == kNone || head_gap[c] > head_gap[best])
                    : best == kNone || deficit > best_deficit)
           best = c, best_deficit = deficit;
       }

@@ -27,7 +27,9 @@ struct Candidate {
 std::optional<Candidate> departure(const SummarySeries& s, int64_t anomaly_step, const RootCauseParams& p) {
   const int64_t window_start = anomaly_step - p.lookback_steps;
   const auto begin = size_t(std::lower_bound(s.steps.begin(), s.steps.end(), window_start) - s.steps.begin());
-  const auto end = size_t(std::upper_bound(s.steps.begin(), s.steps.end(), anomaly_step) - s.steps.begin());
+  // Layer data is captured every few steps while scalars come every step: look a little past the anomaly.
+  const auto end = size_t(std::upper_bound(s.steps.begin(), s.steps.end(), anomaly_step + p.lookahead_steps) -
+                          s.steps.begin());
   if (begin >= end) return std::nullopt;
 
   for (size_t i = begin; i < end; ++i) {
@@ -67,7 +69,7 @@ std::optional<Candidate> departure(const SummarySeries& s, int64_t anomaly_step,
                 "before, up to %.1f by step %lld",
                 std::string(format::quantity_name(s.quantity)).c_str(), z > 0 ? "grows" : "shrinks",
                 static_cast<long long>(s.steps[*start]), std::abs(z), z > 0 ? "above" : "below", peak,
-                static_cast<long long>(anomaly_step));
+                static_cast<long long>(s.steps[end - 1]));
   return Candidate{{s.layer_id, s.quantity, s.steps[*start], "departure", 0, buf},
                    std::min(1.0, 0.5 + peak / (8 * p.departure_z))};
 }
@@ -84,7 +86,10 @@ std::vector<Suspect> rank_suspects(const LayerGraph& graph, const SummaryTable& 
   }
   for (const RuleHit& hit : rule_hits) {
     if (hit.rule == LayerRule::NonFinite || hit.layer_id >= graph.size()) continue;  // covered by departures
-    if (hit.first_step > anomaly_step || hit.last_step < anomaly_step - params.lookback_steps) continue;
+    // Only conditions present at the anomaly: a rule that stopped firing long before did not cause it.
+    if (hit.first_step > anomaly_step + params.lookahead_steps ||
+        hit.last_step < anomaly_step - params.lookahead_steps)
+      continue;
     candidates.push_back({{hit.layer_id, hit.quantity, hit.first_step, layer_rule_name(hit.rule), 0, hit.evidence},
                           0.8 * hit.score});
   }
@@ -103,7 +108,7 @@ std::vector<Suspect> rank_suspects(const LayerGraph& graph, const SummaryTable& 
   const auto tier = [&](const Candidate& c) {
     if (c.suspect.rule == "non_finite") return 0;
     if (c.suspect.rule == "departure") return 1;
-    return c.suspect.first_step >= anomaly_step - params.lookback_steps / 4 ? 2 : 3;
+    return c.suspect.first_step >= anomaly_step - params.recent_steps ? 2 : 3;
   };
   const auto key = [&](const Candidate& c) {
     const bool gradient = is_gradient(c.suspect.quantity);

@@ -2,12 +2,13 @@
 //
 // For an abnormal step s, every (layer, quantity) series is compared with its own normal range: the robust
 // median and spread (1.4826 * MAD) of log10 of its largest magnitude and of its RMS over the first
-// `baseline_points` recorded steps of the window [s - lookback_steps, s]. The series has *departed* from the first
+// `baseline_points` recorded steps of the window [s - lookback_steps, s + lookahead_steps]. The series has *departed* from the first
 // step at which it turns NaN/Inf, or at which one of those robust z-scores exceeds `departure_z` and stays above
-// departure_z / 2 up to s. Layers whose rules fire (dead units, saturation, ...) up to s are suspects as well.
+// departure_z / 2 up to the window's end. Layers whose rules fire (dead units, saturation, ...) around s are
+// suspects as well.
 //
-// Suspects are ordered by (0) the kind of evidence: NaN/Inf, then departures, then rules that fired within the last
-// quarter of the look-back window, then older rule hits (chronic conditions); then (1) the first step, (2) forward
+// Suspects are ordered by (0) the kind of evidence: NaN/Inf, then departures, then rules that began within
+// `recent_steps` before s, then older rule hits (chronic conditions); then (1) the first step, (2) forward
 // quantities (activations, weights, biases) before
 // gradients, (3) for forward quantities the forward order of the layer graph, for gradients the backward order.
 // So a NaN that starts in one layer and spreads to every later layer (and, through backward, to every gradient)
@@ -25,6 +26,8 @@ namespace trainscope::analysis {
 
 struct RootCauseParams {
   int64_t lookback_steps = 1000;
+  int64_t lookahead_steps = 10;  // layer data is captured every few steps: evidence may follow the scalar's anomaly
+  int64_t recent_steps = 50;     // a rule that began at most this long before the anomaly is "recent", not chronic
   size_t baseline_points = 20;
   size_t min_baseline_points = 4;
   double departure_z = 6.0;

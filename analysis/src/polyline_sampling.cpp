@@ -211,8 +211,9 @@ void set_spacing(Neighbours& nb, const PolylineFeatures& f, size_t k) {
 constexpr size_t kExactNeighbours = 512;  // sets this small get exact neighbour lists
 
 // Neighbours of the given lines among themselves. Local index i is the line nb.lines[i] (a permutation of `ids`).
+// `features_out` (optional) receives the lines' features in local order.
 Neighbours find_neighbours(const PolylineFeatures& f, const std::vector<uint32_t>& ids, size_t k, int trees,
-                           uint64_t seed, int threads) {
+                           uint64_t seed, int threads, std::vector<float>* features_out = nullptr) {
   Neighbours nb;
   const size_t n = ids.size(), dims = f.dims;
   nb.n = n;
@@ -286,6 +287,7 @@ Neighbours find_neighbours(const PolylineFeatures& f, const std::vector<uint32_t
     });
   }
   set_spacing(nb, f, k);
+  if (features_out) *features_out = std::move(x);
   return nb;
 }
 
@@ -802,9 +804,17 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
   }
 
   const size_t k = size_t(std::max(1, options_.neighbours));
-  const Neighbours nb = find_neighbours(f, finite_ids, k, options_.trees, derive_seed(options_.seed, 100), threads);
+  // From here on the finite lines are numbered in the neighbour search's memory order (lines close on the chart
+  // are close in memory): `lf` holds their features in that order, line_of maps back to neurons.
+  PolylineFeatures lf;
+  Neighbours nb =
+      find_neighbours(f, finite_ids, k, options_.trees, derive_seed(options_.seed, 100), threads, &lf.values);
+  lf.lines = nb.n, lf.dims = f.dims, lf.low = f.low, lf.high = f.high, lf.pixel = f.pixel;
+  lf.finite.assign(nb.n, 1);
+  const std::vector<uint32_t> line_of = nb.lines;
+  std::iota(nb.lines.begin(), nb.lines.end(), 0u);
   std::vector<uint32_t> cell;
-  const std::vector<float> global = global_outlier_term(f, nb.lines, derive_seed(options_.seed, 200), threads, cell);
+  const std::vector<float> global = global_outlier_term(lf, nb.lines, derive_seed(options_.seed, 200), threads, cell);
   // Outlier score from the local spacing against the typical one (never below a pixel: lines closer than that look
   // the same).
   std::vector<float> spacing = nb.spacing;
@@ -813,21 +823,21 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
   const float typical = std::max(spacing[mid], float(f.pixel));
   // Outliers are ordered as a class of their own (below), so the typical lines' order carries no outlier bias: all
   // weights 1, the density of every stratum kept.
-  const std::vector<float> bias(n, 1.0f);
+  const std::vector<float> bias(nb.n, 1.0f);
   // The score is the larger of the local term and the global one.
   std::vector<uint32_t> typical_local, unusual;
+  std::vector<float> score(nb.n);
   for (size_t i = 0; i < nb.n; ++i) {
-    const uint32_t line = nb.lines[i];
+    const uint32_t line = line_of[i];
     const float local = std::max(0.0f, 1.0f - typical / nb.spacing[i]);
     const float s = std::max(local, global[i]);
-    result.outlier_score[line] = s;
+    result.outlier_score[line] = score[i] = s;
     result.spacing[line] = nb.spacing[i];
     if (s >= kOutlierScoreThreshold && options_.outlier_bias > 0)
-      unusual.push_back(line);
+      unusual.push_back(uint32_t(i));
     else
       typical_local.push_back(uint32_t(i));
   }
-  std::sort(unusual.begin(), unusual.end());
   // Typical lines, stratified by k-means cell so that every prefix keeps the layer's density: each cell is ordered
   // by the progressive blue-noise order on its own neighbour lists (the parent's, restricted to the cell), and the
   // cells' orders are interleaved in proportion to their populations (each next line from the cell furthest behind
@@ -840,14 +850,14 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
     std::vector<std::vector<uint32_t>> members(cells);
     for (uint32_t i : typical_local) members[cell[i]].push_back(i);
     const double total = double(typical_local.size());
-    const Context cx{f, bias, options_, threads};
+    const Context cx{lf, bias, options_, threads};
     std::vector<std::vector<uint32_t>> orders(cells);
     std::vector<uint32_t> local;
     for (size_t c = 0; c < cells; ++c) {
       if (members[c].empty()) continue;
       const size_t quota =
           std::min(members[c].size(), size_t(std::ceil(double(members[c].size()) * double(rest) / total)) + 4);
-      const Neighbours cell_nb = subgraph(f, nb, members[c], k, false, threads, local);
+      const Neighbours cell_nb = subgraph(lf, nb, members[c], k, false, threads, local);
       for (uint32_t i : progressive_order(cx, cell_nb, quota, derive_seed(options_.seed, 300 + c)))
         orders[c].push_back(cell_nb.lines[i]);
     }
@@ -858,7 +868,7 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
     std::vector<float> head_gap(cells, kInf);
     auto gap_of = [&](uint32_t line) {
       float g = kInf;
-      for (uint32_t o : typical_order) g = std::min(g, distance2(f.line(line), f.line(o), f.dims));
+      for (uint32_t o : typical_order) g = std::min(g, distance2(lf.line(line), lf.line(o), lf.dims));
       return g;
     };
     while (typical_order.size() < rest) {
@@ -884,19 +894,19 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
         if (taken[best] < orders[best].size()) head_gap[best] = gap_of(orders[best][taken[best]]);
         for (size_t c = 0; c < cells; ++c)
           if (c != best && taken[c] < orders[c].size())
-            head_gap[c] = std::min(head_gap[c], distance2(f.line(orders[c][taken[c]]), f.line(line), f.dims));
+            head_gap[c] = std::min(head_gap[c], distance2(lf.line(orders[c][taken[c]]), lf.line(line), lf.dims));
       }
     }
   }
   // Outliers are all kept but take at most `outlier_share` of any prefix (while typical lines remain), so that a short
   // prefix still shows the shape of the layer. The merge depends only on prefixes of both orders: progressive.
-  const std::vector<uint32_t> unusual_order = outlier_order(f, unusual, result.outlier_score);
+  const std::vector<uint32_t> unusual_order = outlier_order(lf, unusual, score);
   const double share = std::clamp(options_.outlier_share, 0.0, 1.0);
   size_t a = 0, b = 0;
   while (result.order.size() < limit && (a < typical_order.size() || b < unusual_order.size())) {
     const bool outlier =
         b < unusual_order.size() && (a >= typical_order.size() || double(b) * (1.0 - share) <= double(a) * share);
-    result.order.push_back(outlier ? unusual_order[b++] : typical_order[a++]);
+    result.order.push_back(line_of[outlier ? unusual_order[b++] : typical_order[a++]]);
   }
   return result;
 }

@@ -22,6 +22,16 @@
 // module registered just before them in the same parent. Not captured: activations of containers (Sequential, user
 // modules with children: use their last child), and of parameter-free modules that are not such a follower.
 // The observer is disabled on steps that are not captured, so they cost only the loss and gradient-norm checks.
+//
+// Cost (recorder_bench, VAE-sized MLP, batch 64, one training thread, 2-core machine): per-neuron statistics of CPU
+// float32 tensors are computed in one pass over the data in plain C++ (no LibTorch ops); CUDA and other tensors use
+// reductions on their own device. A step that is not captured costs the loss read and a sum of squares over the
+// gradients (~0.1-0.2 ms for 0.47 M parameters); a captured step about 1-1.5 ms inside step() plus the observer's and
+// gradient hooks' work during forward and backward. The writer compresses on its own thread.
+// Threads: LibTorch's OpenBLAS keeps its own worker threads (torch::set_num_threads() does not bound them) which
+// spin in sched_yield between calls and then compete with the recorder's writer thread for the cores. On a machine
+// with few cores, OPENBLAS_NUM_THREADS=1 (or openblas_set_num_threads(1)) when the training loop runs one thread
+// anyway leaves the other core to the writer; the recorder never changes thread settings itself.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -62,6 +72,9 @@ struct RecorderOptions {
   // Flight recorder: every `ring_interval` steps a full per-neuron snapshot is kept in memory (the last
   // `ring_steps`, at most `ring_bytes`). On an anomaly they are written, and the next `dense_steps` steps are
   // captured and written every step, flushed at once.
+  // ring_interval 5 with interval 10 captures two steps in ten instead of one: measured, this adds about 0.05 ms per
+  // step on average inside step() (0.385 against 0.335 ms/step in recorder_bench --ring-interval 10), which is why
+  // the default keeps twice the density before a failure. Set ring_interval = interval to capture only what is written.
   bool flight_recorder = true;
   int64_t ring_interval = 5;
   size_t ring_steps = 16;

@@ -6,6 +6,8 @@
 //   step against the recorder storing the same full tensors       goal <= 0.55x
 // Usage: recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only MODE]
 //   --only default|every|full: run the bare loop and that one configuration (for profiling)
+//   --ring-interval N, --zstd L, --keyframe K: override RecorderOptions::ring_interval, WriterOptions::zstd_level and
+//   WriterOptions::keyframe_interval (to measure the choices documented in recorder.h)
 #include <torch/torch.h>
 #include <trainscope/recorder.h>
 
@@ -61,6 +63,8 @@ struct Result {
 
 enum class Mode { Bare, Default, EveryStep, TorchSave, RecorderFull };
 
+int g_ring_interval = 0, g_zstd = 0, g_keyframe = 0;  // 0: the defaults
+
 // One training run of `steps` steps on fixed synthetic data that looks like images; returns wall time.
 Result run(Mode mode, const std::vector<int64_t>& widths, int steps, int batch, const fs::path& out) {
   torch::manual_seed(7);
@@ -72,6 +76,9 @@ Result run(Mode mode, const std::vector<int64_t>& widths, int steps, int batch, 
   std::unique_ptr<trainscope::Recorder> rec;
   trainscope::RecorderOptions options;
   options.report_to_stderr = true;
+  if (g_ring_interval > 0) options.ring_interval = g_ring_interval;
+  if (g_zstd > 0) options.writer.zstd_level = g_zstd;
+  if (g_keyframe > 0) options.writer.keyframe_interval = g_keyframe;
   if (mode == Mode::EveryStep) options.interval = 1;
   if (mode == Mode::RecorderFull) {
     options.full_tensor_interval = 10;
@@ -174,13 +181,21 @@ int main(int argc, char** argv) {
       batch = std::atoi(argv[i + 1]);
     else if (a == "--out")
       out = argv[i + 1];
+    else if (a == "--ring-interval")
+      g_ring_interval = std::atoi(argv[i + 1]);
+    else if (a == "--zstd")
+      g_zstd = std::atoi(argv[i + 1]);
+    else if (a == "--keyframe")
+      g_keyframe = std::atoi(argv[i + 1]);
     else if (a == "--only")
       g_modes = {Mode::Bare, std::string(argv[i + 1]) == "every"  ? Mode::EveryStep
                              : std::string(argv[i + 1]) == "full" ? Mode::RecorderFull
                                                                   : Mode::Default};
   }
   if (argc == 2 && std::string(argv[1]) == "--help") {
-    std::printf("recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only default|every|full]\n");
+    std::printf(
+        "recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only default|every|full]\n"
+        "               [--ring-interval N] [--zstd L] [--keyframe K]\n");
     return 0;
   }
   torch::set_num_threads(1);  // one training thread: stable timings; the writer has the other core

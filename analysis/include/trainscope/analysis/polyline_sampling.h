@@ -9,14 +9,20 @@
 //    groups and each group keeps the line's minimum and maximum (the M4 idea without first/last), in chart-height
 //    units after the chart's y-range normalisation. Two lines are as far apart as the RMS of these differences: lines
 //    that run together over most of the width are close, a spike or a level shift anywhere makes a line far.
-//  - Neighbours come from a forest of random-projection trees (approximate k nearest neighbours); the distance to the
-//    k-th neighbour is a line's local spacing. The outlier score is 1 - median spacing / own spacing, in [0, 1].
-//  - Conflict radius: lines i and j conflict when d(i, j) < c * min(spacing_i, spacing_j), so a dense bundle is
-//    thinned in proportion while a line far from everything is never blocked. Outliers get a radius shrunk by
-//    1 + bias * score, and are visited earlier (weighted random order).
-//  - Progressive order: dart throwing in passes with a shrinking c; the first pass's lines are themselves ordered by
-//    the same procedure, recursively (a hierarchy of ever sparser samples), and small sets are ordered exactly by
-//    farthest-point selection. So every prefix of the order is a blue-noise sample of the whole.
+//  - Neighbours come once from a forest of random-projection trees plus one neighbours-of-neighbours round
+//    (approximate k nearest neighbours); the lines are then renumbered in the first tree's leaf order, so lines close
+//    on the chart are close in memory. The distance to the k-th neighbour is a line's local spacing.
+//  - Outlier score in [0, 1]: the larger of a local term, 1 - median spacing / own spacing, and a global term,
+//    1 - 1.5 R / d with d the distance to the nearest k-means centre of the main bundles (centres holding >= 1% of the
+//    lines) and R that bundle's 90th-percentile distance to its centre. The global term catches small tight groups
+//    far from the bundles (50 dead neurons flat at one value are each other's neighbours: locally typical).
+//  - Two classes (multi-class blue noise). Outliers (score >= kOutlierScoreThreshold) are all kept, ordered among
+//    themselves by farthest-point selection, and fill at most `outlier_share` of any prefix. Typical lines are
+//    stratified by 64 k-means cells and the cells' orders interleaved in proportion to their populations, so every
+//    prefix keeps the layer's density; within a cell, dart throwing in passes with a conflict radius at a shrinking
+//    neighbour rank; the first pass's lines are themselves ordered by the same procedure, recursively (a hierarchy
+//    of ever sparser samples, each level's neighbour lists derived from the finer level's, no new search), and small
+//    sets by exact farthest-point selection. So every prefix of the order is a blue-noise sample of the whole.
 //  - Lines holding a NaN or Inf come first, with score 1: they are where training broke.
 #pragma once
 
@@ -83,16 +89,16 @@ double chart_distance(const PolylineSet& set, const PolylineFeatures& features, 
 
 struct SamplerOptions {
   ChartOptions chart;
-  size_t count = 0;     // lines to order; 0 = all of them (the whole progressive order)
-  uint64_t seed = 1;    // the result depends only on the input, the options and this seed (not on `threads`)
-  int buckets = 8;      // chart columns grouped into this many (min, max) pairs
-  int neighbours = 10;  // k: local spacing = distance to the k-th nearest line
-  double outlier_bias = 4.0;
+  size_t count = 0;           // lines to order; 0 = all of them (the whole progressive order)
+  uint64_t seed = 1;          // the result depends only on the input, the options and this seed (not on `threads`)
+  int buckets = 8;            // chart columns grouped into this many (min, max) pairs
+  int neighbours = 10;        // k: local spacing = distance to the k-th nearest line
+  double outlier_bias = 4.0;  // > 0: outliers are a class of their own, all kept (0: ordered like typical lines)
   // Lines scoring >= kOutlierScoreThreshold are all kept but fill at most this share of any prefix of the order (as
   // long as typical lines remain): every outlier of a 5% sample is kept when at most 1% of the lines are outliers,
   // and a short prefix still shows the layer's shape.
   double outlier_share = 0.2;
-  int trees = 3;    // random-projection trees for the neighbour search
+  int trees = 3;    // random-projection trees for the (single) neighbour search
   int threads = 0;  // 0 = all cores
 };
 

@@ -98,7 +98,7 @@ struct SamplerOptions {
   // long as typical lines remain): every outlier of a 5% sample is kept when at most 1% of the lines are outliers,
   // and a short prefix still shows the layer's shape.
   double outlier_share = 0.2;
-  int trees = 3;    // random-projection trees for the (single) neighbour search
+  int trees = 2;    // random-projection trees for the (single) neighbour search
   int threads = 0;  // 0 = all cores
 };
 

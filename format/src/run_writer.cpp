@@ -46,7 +46,7 @@ struct RunWriter::Impl {
   std::deque<std::pair<uint64_t, WorkItem>> queue;
   size_t queued_bytes = 0;
   uint64_t enqueued = 0, processed = 0;
-  bool closing = false, closed = false, failed = false, flush_now = false;
+  bool closing = false, closed = false, failed = false;
   int64_t dropped_first = 0, dropped_last = 0;
   uint64_t dropped_pending = 0;
   WriterStatus status;
@@ -176,8 +176,10 @@ void RunWriter::flush() {
 }
 
 void RunWriter::request_flush() {
+  // A marker behind everything handed over so far, so that items still queued are written too.
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  impl_->flush_now = true;
+  if (impl_->closing || impl_->closed || impl_->failed) return;
+  impl_->queue.emplace_back(++impl_->enqueued, FlushMarker{});
   impl_->work_ready.notify_one();
 }
 
@@ -205,13 +207,12 @@ WriterStatus RunWriter::status() const {
 void RunWriter::Impl::run() {
   for (;;) {
     std::unique_lock<std::mutex> lock(mutex);
-    const auto ready = [&] { return !queue.empty() || closing || flush_now; };
+    const auto ready = [&] { return !queue.empty() || closing; };
     if (buffered)
       work_ready.wait_until(lock, oldest_buffered + options.flush_interval, ready);
     else
       work_ready.wait(lock, ready);
     if (queue.empty() && closing) break;
-    const bool flush_requested = std::exchange(flush_now, false);
     std::optional<std::pair<uint64_t, WorkItem>> item;
     if (!queue.empty()) {
       item = std::move(queue.front());
@@ -232,7 +233,7 @@ void RunWriter::Impl::run() {
         if (item) process(item->second);
         if (gap.dropped_snapshots) write({uint16_t(ChunkType::Gap), 0, kNoLayer, 0, gap.first_step, gap.last_step},
                                          encode_gap(gap));
-        if (flush_requested || (buffered && Clock::now() - oldest_buffered >= options.flush_interval)) emit_all();
+        if (buffered && Clock::now() - oldest_buffered >= options.flush_interval) emit_all();
       } catch (const FormatError& e) {
         fail(e.what());
       } catch (const std::exception& e) {

@@ -361,6 +361,23 @@ TEST(WriterReader, FlushIntervalBoundsWhatAKillWouldLose) {
   EXPECT_TRUE(seen);
 }
 
+TEST(WriterReader, RequestedFlushWritesWhatIsStillQueued) {
+  TempDir dir;
+  RunMetadata m = small_model_metadata(8);
+  WriterOptions options;
+  options.flush_interval = std::chrono::seconds(60);  // only the request can write the data in time
+  RunWriter w(dir.path(), m, options);
+  for (int s = 0; s < 50; ++s) w.append(synthetic_snapshot(s, 8, m));
+  w.request_flush();  // no wait: the 50 snapshots may all still be queued
+  bool all = false;
+  for (int i = 0; i < 100 && !all; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    RunReader r(dir.path());
+    all = !r.read_scalars().empty() && r.read_scalars()[0].steps.size() == 50;
+  }
+  EXPECT_TRUE(all);
+}
+
 TEST(WriterReader, UnwritableOrUsedDirectoryIsAClearError) {
   TempDir dir;
   testing::write_file(dir / "file", {1, 2, 3});

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 #include <trainscope/recorder.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <iostream>
@@ -153,7 +154,8 @@ int main(int argc, char** argv) {
       }
       if (fail == "lr" && step >= fail_step) {
         auto& group = opt.param_groups()[1];
-        group.options().set_lr(group.options().get_lr() * 10);
+        // Capped: the optimizer converts lr to float, and past ~3e38 LibTorch refuses the step instead of failing.
+        group.options().set_lr(std::min(group.options().get_lr() * 10, 1e30));
       }
       const torch::Tensor idx = torch::randint(n, {batch}, torch::kLong);
       const torch::Tensor x = data.images.index_select(0, idx);

@@ -877,14 +877,13 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
       for (size_t c = 0; c < cells; ++c)
         if (taken[c] < orders[c].size())
           most = std::max(most, double(members[c].size()) * next / total - double(taken[c]));
-      // Only cells owed at least half a line compete on spread (shorter prefixes than there are cells go by share).
-      const bool spread = typical_order.size() < kSpreadPrefix && most >= 0.5;
+      const bool spread = typical_order.size() < kSpreadPrefix;
       size_t best = kNone;
       double best_deficit = 0;
       for (size_t c = 0; c < cells; ++c) {
         if (taken[c] >= orders[c].size()) continue;
         const double deficit = double(members[c].size()) * next / total - double(taken[c]);
-        if (spread ? deficit > most - kSpreadSlack && deficit >= 0.5 && (best == kNone || head_gap[c] > head_gap[best])
+        if (spread ? deficit > most - kSpreadSlack && (best == kNone || head_gap[c] > head_gap[best])
                    : best == kNone || deficit > best_deficit)
           best = c, best_deficit = deficit;
       }

@@ -4,8 +4,8 @@
 
 #include <cctype>
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 namespace trainscope::cli {
@@ -19,7 +19,8 @@ Arguments::Arguments(const std::string& command, int argc, char** argv, const st
       help_ = true;
       continue;
     }
-    if (arg.size() > 1 && arg[0] == '-' && !(arg.size() > 1 && (std::isdigit(static_cast<unsigned char>(arg[1])) || arg[1] == ':'))) {
+    if (arg.size() > 1 && arg[0] == '-' &&
+        !(arg.size() > 1 && (std::isdigit(static_cast<unsigned char>(arg[1])) || arg[1] == ':'))) {
       std::string name = arg, inline_value;
       bool has_inline = false;
       if (auto eq = arg.find('='); eq != std::string::npos) {
@@ -51,7 +52,8 @@ std::optional<std::string> Arguments::value(const std::string& name) const {
 }
 
 std::string Arguments::run_path() const {
-  if (positional_.empty()) throw UsageError("missing the RUN directory argument (see trainscope " + command_ + " --help)");
+  if (positional_.empty())
+    throw UsageError("missing the RUN directory argument (see trainscope " + command_ + " --help)");
   if (positional_.size() > 1) throw UsageError("unexpected argument '" + positional_[1] + "'");
   return positional_[0];
 }
@@ -80,7 +82,9 @@ std::pair<int64_t, int64_t> parse_step_range(const std::string& option, const st
 Progress::Progress(std::string what)
     : what_(std::move(what)), start_(std::chrono::steady_clock::now()), last_(start_), terminal_(::isatty(2)) {}
 
-Progress::~Progress() { finish(); }
+Progress::~Progress() {
+  finish();
+}
 
 void Progress::update(uint64_t done, uint64_t total) {
   const auto now = std::chrono::steady_clock::now();

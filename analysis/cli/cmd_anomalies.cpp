@@ -51,9 +51,8 @@ int run_anomalies(int argc, char** argv) {
   }
   format::RunReader reader(args.run_path());
   Progress progress("analysing " + reader.directory().string());
-  const auto report = analysis::analyze_run(reader, params, [&](const char*, double f) {
-    progress.update(uint64_t(f * 1000), 1000);
-  });
+  const auto report =
+      analysis::analyze_run(reader, params, [&](const char*, double f) { progress.update(uint64_t(f * 1000), 1000); });
   progress.finish();
   const analysis::LayerGraph graph(reader.metadata());
   if (args.has("--json")) {

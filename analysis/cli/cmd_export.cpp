@@ -113,8 +113,8 @@ void export_neurons(format::RunReader& reader, const format::Layer& layer, forma
             std::string(format::quantity_name(q)) + "\", \"statistic\": \"" + std::string(format::statistic_name(s)) +
             "\", \"neurons\": " + std::to_string(n) + ",\n \"rows\": [");
     for (size_t r = 0; r < series->steps.size(); ++r) {
-      std::string line = std::string(r ? ",\n  " : "\n  ") + "{\"step\": " + std::to_string(series->steps[r]) +
-                         ", \"values\": [";
+      std::string line =
+          std::string(r ? ",\n  " : "\n  ") + "{\"step\": " + std::to_string(series->steps[r]) + ", \"values\": [";
       for (uint32_t i = 0; i < n; ++i) line += (i ? ", " : "") + json_number(series->values[r * n + i]);
       out.put(line + "]}");
     }
@@ -137,8 +137,9 @@ void export_summary(format::RunReader& reader, const format::Layer& layer, forma
   if (points.empty())
     throw UsageError("layer '" + format::RunMetadata::display_name(layer) + "' has no " +
                      std::string(format::quantity_name(q)) + " summaries recorded");
-  if (json) out.put("{\"layer\": \"" + json_escape(layer.name) + "\", \"quantity\": \"" +
-                    std::string(format::quantity_name(q)) + "\",\n \"rows\": [");
+  if (json)
+    out.put("{\"layer\": \"" + json_escape(layer.name) + "\", \"quantity\": \"" +
+            std::string(format::quantity_name(q)) + "\",\n \"rows\": [");
   else {
     std::string header = "step";
     for (auto s : format::all_statistics()) header += "," + std::string(format::statistic_name(s));
@@ -189,7 +190,8 @@ int run_export(int argc, char** argv) {
   std::optional<format::Statistic> statistic;
   if (args.has("--layer")) {
     const auto q = args.value("--quantity");
-    if (!q) throw UsageError("--layer needs --quantity (activation, activation_grad, weight, weight_grad, bias, bias_grad)");
+    if (!q)
+      throw UsageError("--layer needs --quantity (activation, activation_grad, weight, weight_grad, bias, bias_grad)");
     quantity = format::parse_quantity(*q);
     if (!quantity)
       throw UsageError("--quantity: unknown quantity '" + *q +

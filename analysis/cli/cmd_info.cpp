@@ -48,7 +48,8 @@ void print_text(const format::RunInfo& info) {
               format_count(info.full_tensors).c_str());
   if (!info.scalars.empty()) {
     std::printf("Scalars:     ");
-    for (const auto& s : info.scalars) std::printf(" %s (last %s)", s.name.c_str(), format_double(s.last_value).c_str());
+    for (const auto& s : info.scalars)
+      std::printf(" %s (last %s)", s.name.c_str(), format_double(s.last_value).c_str());
     std::printf("\n");
   }
   const double ratio = info.stored_bytes ? double(info.raw_bytes) / double(info.stored_bytes) : 0.0;
@@ -88,11 +89,12 @@ void print_json(const format::RunInfo& info, bool last) {
   std::printf("},\n    \"layers\": %zu,\n    \"leaf_layers\": %zu,\n    \"neurons\": %llu,\n    \"edges\": %zu,\n",
               info.layer_count, info.leaf_count, static_cast<unsigned long long>(info.neuron_count),
               info.metadata.edges.size());
-  std::printf("    \"first_step\": %lld,\n    \"last_step\": %lld,\n    \"scalar_steps\": %llu,\n"
-              "    \"snapshots\": %llu,\n    \"full_tensors\": %llu,\n",
-              static_cast<long long>(info.first_step), static_cast<long long>(info.last_step),
-              static_cast<unsigned long long>(info.scalar_steps), static_cast<unsigned long long>(info.snapshots),
-              static_cast<unsigned long long>(info.full_tensors));
+  std::printf(
+      "    \"first_step\": %lld,\n    \"last_step\": %lld,\n    \"scalar_steps\": %llu,\n"
+      "    \"snapshots\": %llu,\n    \"full_tensors\": %llu,\n",
+      static_cast<long long>(info.first_step), static_cast<long long>(info.last_step),
+      static_cast<unsigned long long>(info.scalar_steps), static_cast<unsigned long long>(info.snapshots),
+      static_cast<unsigned long long>(info.full_tensors));
   std::printf("    \"segments\": %zu,\n    \"chunks\": %llu,\n    \"complete\": %s,\n", info.segments,
               static_cast<unsigned long long>(info.chunks), info.complete ? "true" : "false");
   std::printf("    \"stored_bytes\": %llu,\n    \"raw_bytes\": %llu,\n",
@@ -101,7 +103,8 @@ void print_json(const format::RunInfo& info, bool last) {
   for (size_t i = 0; i < info.scalars.size(); ++i) {
     const auto& s = info.scalars[i];
     std::printf("%s{\"name\": \"%s\", \"count\": %llu, \"last\": %s, \"first_non_finite_step\": %s}", i ? ", " : "",
-                json_escape(s.name).c_str(), static_cast<unsigned long long>(s.count), json_number(s.last_value).c_str(),
+                json_escape(s.name).c_str(), static_cast<unsigned long long>(s.count),
+                json_number(s.last_value).c_str(),
                 s.first_non_finite_step ? std::to_string(*s.first_non_finite_step).c_str() : "null");
   }
   std::printf("],\n    \"gaps\": [");

@@ -70,8 +70,10 @@ int run_layers(int argc, char** argv) {
       const auto& l = graph.layer(id);
       json.begin_object().key("id").value(uint64_t(id)).key("name").value(graph.name(id)).key("kind").value(l.kind);
       json.key("parent");
-      if (l.parent_id) json.value(uint64_t(*l.parent_id));
-      else json.null();
+      if (l.parent_id)
+        json.value(uint64_t(*l.parent_id));
+      else
+        json.null();
       json.key("depth").value(graph.depth(id)).key("leaf").value(graph.children(id).empty());
       json.key("neurons").value(uint64_t(l.neuron_count)).key("quantities").begin_object();
       for (auto q : format::all_quantities()) {
@@ -85,16 +87,24 @@ int run_layers(int argc, char** argv) {
       json.end_object().key("rules").begin_array();
       for (const auto& h : hits)
         if (h.layer_id == id || graph.is_ancestor(id, h.layer_id))
-          json.begin_object().key("rule").value(analysis::layer_rule_name(h.rule)).key("layer").value(graph.name(h.layer_id))
-              .key("first_step").value(h.first_step).key("evidence").value(h.evidence).end_object();
+          json.begin_object()
+              .key("rule")
+              .value(analysis::layer_rule_name(h.rule))
+              .key("layer")
+              .value(graph.name(h.layer_id))
+              .key("first_step")
+              .value(h.first_step)
+              .key("evidence")
+              .value(h.evidence)
+              .end_object();
       json.end_array().end_object();
     }
     json.end_array().end_object();
     std::fwrite(json.str().data(), 1, json.str().size(), stdout);
     return 0;
   }
-  std::printf("Layers around step %lld (+-%lld steps); RMS averaged over the window\n\n",
-              static_cast<long long>(focus), static_cast<long long>(window));
+  std::printf("Layers around step %lld (+-%lld steps); RMS averaged over the window\n\n", static_cast<long long>(focus),
+              static_cast<long long>(window));
   std::printf("%-40s %-14s %9s %10s %10s %10s %10s %8s  %s\n", "layer", "kind", "neurons", "act", "act_grad", "weight",
               "w_grad", "NaN/Inf", "rules");
   for (uint32_t id : order) {

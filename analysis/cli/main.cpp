@@ -23,7 +23,8 @@ const Command kCommands[] = {
     {"export", "scalars or one layer's per-neuron series as CSV or JSON", trainscope::cli::run_export},
     {"sample", "a layer's neurons to draw: blue-noise sample keeping outliers, clusters", trainscope::cli::run_sample},
     {"anomalies", "abnormal steps and, for each, the layers where the failure starts", trainscope::cli::run_anomalies},
-    {"layers", "the layer hierarchy with each layer's dynamics around a step and rule hits", trainscope::cli::run_layers},
+    {"layers", "the layer hierarchy with each layer's dynamics around a step and rule hits",
+     trainscope::cli::run_layers},
     {"trace", "credit assignment: which neurons drive a neuron, forward and backward", trainscope::cli::run_trace},
 };
 

@@ -31,15 +31,18 @@ AnomalyReport analyze_run(format::RunReader& reader, const AnalysisParams& param
   report.rule_hits = evaluate_layer_rules(graph, table, &reader, lr, params.rules);
 
   // NaN/Inf seen in layer tensors but in no scalar (the loss was not logged, or stayed finite) is an entry point too.
-  const bool scalar_non_finite = std::any_of(found.begin(), found.end(), [](const AbnormalSnapshot& a) {
-    return a.kind == AnomalyKind::NonFinite;
-  });
+  const bool scalar_non_finite = std::any_of(
+      found.begin(), found.end(), [](const AbnormalSnapshot& a) { return a.kind == AnomalyKind::NonFinite; });
   if (!scalar_non_finite) {
     const RuleHit* first = nullptr;
     for (const RuleHit& h : report.rule_hits)
       if (h.rule == LayerRule::NonFinite && (!first || h.first_step < first->first_step)) first = &h;
     if (first)
-      found.push_back({first->first_step, AnomalyKind::NonFinite, "", NAN, 1000.0,
+      found.push_back({first->first_step,
+                       AnomalyKind::NonFinite,
+                       "",
+                       NAN,
+                       1000.0,
                        "NaN/Inf in layer tensors from step " + std::to_string(first->first_step) + " (" +
                            graph.name(first->layer_id) + ")",
                        {}});

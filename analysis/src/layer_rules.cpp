@@ -84,9 +84,9 @@ void rule_gradients(const SummarySeries& s, const LayerRuleParams& p, std::vecto
     }
     const double r = rms(v);
     if (r < p.vanishing_gradient_rms)
-      vanishing.hit(s.steps[i], std::min(1.0, std::log10(p.vanishing_gradient_rms / std::max(r, 1e-45)) / 10 + 0.5),
-                    std::string(format::quantity_name(s.quantity)) +
-                        fmt(" RMS %.3g below %.3g", r, p.vanishing_gradient_rms));
+      vanishing.hit(
+          s.steps[i], std::min(1.0, std::log10(p.vanishing_gradient_rms / std::max(r, 1e-45)) / 10 + 0.5),
+          std::string(format::quantity_name(s.quantity)) + fmt(" RMS %.3g below %.3g", r, p.vanishing_gradient_rms));
     else
       vanishing.miss();
     if (history.size() >= p.exploding_min_history) {
@@ -192,10 +192,10 @@ void rule_dead_and_saturated(const LayerGraph& graph, const SummarySeries& act, 
     }
     const double fraction = means->neuron_count ? double(saturated) / means->neuron_count : 0;
     if (fraction >= p.saturated_layer_fraction)
-      c.hit(means->steps[r], std::min(1.0, fraction),
-            fmt("%.0f of %.0f units (%.0f%%) saturated", double(saturated), double(means->neuron_count),
-                100 * fraction) +
-                (tanh ? " (|mean tanh output| near 1)" : " (mean sigmoid output near 0 or 1)"));
+      c.hit(
+          means->steps[r], std::min(1.0, fraction),
+          fmt("%.0f of %.0f units (%.0f%%) saturated", double(saturated), double(means->neuron_count), 100 * fraction) +
+              (tanh ? " (|mean tanh output| near 1)" : " (mean sigmoid output near 0 or 1)"));
     else
       c.miss();
   }
@@ -217,8 +217,8 @@ void rule_initialization(const LayerGraph& graph, const SummaryTable& table, con
     const double ratio = vt / vf;
     if (ratio > p.init_variance_ratio || ratio < 1 / p.init_variance_ratio) {
       const double severity = std::abs(std::log10(ratio)) / std::log10(p.init_variance_ratio);
-      out.push_back({LayerRule::PoorInitialization, e.to, Quantity::Activation, to->steps.front(),
-                     to->steps.front(), 1, std::min(1.0, 0.4 + 0.2 * severity),
+      out.push_back({LayerRule::PoorInitialization, e.to, Quantity::Activation, to->steps.front(), to->steps.front(), 1,
+                     std::min(1.0, 0.4 + 0.2 * severity),
                      fmt("activation variance %.3g is %.3gx that of its input layer", vt, ratio) + " (" +
                          graph.name(e.from) + fmt(", %.3g) at the first recorded step", vf)});
     }
@@ -255,9 +255,8 @@ LearningRate read_learning_rate(format::RunReader& reader, const std::string& na
   return {};
 }
 
-std::vector<RuleHit> evaluate_layer_rules(const LayerGraph& graph, const SummaryTable& table,
-                                          format::RunReader* reader, const LearningRate& lr,
-                                          const LayerRuleParams& params) {
+std::vector<RuleHit> evaluate_layer_rules(const LayerGraph& graph, const SummaryTable& table, format::RunReader* reader,
+                                          const LearningRate& lr, const LayerRuleParams& params) {
   std::vector<RuleHit> out;
   for (const SummarySeries& s : table.series()) {
     if (s.layer_id >= graph.size()) continue;

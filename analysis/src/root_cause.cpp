@@ -17,7 +17,9 @@ bool is_gradient(Quantity q) {
   return q == Quantity::ActivationGrad || q == Quantity::WeightGrad || q == Quantity::BiasGrad;
 }
 
-double log_magnitude(double v) { return std::log10(std::abs(v) + 1e-30); }
+double log_magnitude(double v) {
+  return std::log10(std::abs(v) + 1e-30);
+}
 
 struct Candidate {
   Suspect suspect;
@@ -28,8 +30,8 @@ std::optional<Candidate> departure(const SummarySeries& s, int64_t anomaly_step,
   const int64_t window_start = anomaly_step - p.lookback_steps;
   const auto begin = size_t(std::lower_bound(s.steps.begin(), s.steps.end(), window_start) - s.steps.begin());
   // Layer data is captured every few steps while scalars come every step: look a little past the anomaly.
-  const auto end = size_t(std::upper_bound(s.steps.begin(), s.steps.end(), anomaly_step + p.lookahead_steps) -
-                          s.steps.begin());
+  const auto end =
+      size_t(std::upper_bound(s.steps.begin(), s.steps.end(), anomaly_step + p.lookahead_steps) - s.steps.begin());
   if (begin >= end) return std::nullopt;
 
   for (size_t i = begin; i < end; ++i) {
@@ -65,7 +67,8 @@ std::optional<Candidate> departure(const SummarySeries& s, int64_t anomaly_step,
   if (!start) return std::nullopt;
   const double z = z_at(*start);
   char buf[200];
-  std::snprintf(buf, sizeof buf, "%s %s from step %lld: %.1f robust standard deviations (log scale) %s its range "
+  std::snprintf(buf, sizeof buf,
+                "%s %s from step %lld: %.1f robust standard deviations (log scale) %s its range "
                 "before, up to %.1f by step %lld",
                 std::string(format::quantity_name(s.quantity)).c_str(), z > 0 ? "grows" : "shrinks",
                 static_cast<long long>(s.steps[*start]), std::abs(z), z > 0 ? "above" : "below", peak,
@@ -87,11 +90,10 @@ std::vector<Suspect> rank_suspects(const LayerGraph& graph, const SummaryTable& 
   for (const RuleHit& hit : rule_hits) {
     if (hit.rule == LayerRule::NonFinite || hit.layer_id >= graph.size()) continue;  // covered by departures
     // Only conditions present at the anomaly: a rule that stopped firing long before did not cause it.
-    if (hit.first_step > anomaly_step + params.lookahead_steps ||
-        hit.last_step < anomaly_step - params.lookahead_steps)
+    if (hit.first_step > anomaly_step + params.lookahead_steps || hit.last_step < anomaly_step - params.lookahead_steps)
       continue;
-    candidates.push_back({{hit.layer_id, hit.quantity, hit.first_step, layer_rule_name(hit.rule), 0, hit.evidence},
-                          0.8 * hit.score});
+    candidates.push_back(
+        {{hit.layer_id, hit.quantity, hit.first_step, layer_rule_name(hit.rule), 0, hit.evidence}, 0.8 * hit.score});
   }
   // Containers repeat what their children show: blame the leaf when a descendant departs as early.
   std::vector<Candidate> kept;

@@ -75,8 +75,9 @@ std::vector<ScalarAnomaly> find_scalar_anomalies(const std::string& name, const 
         last_spike = i;
         spike_index = out.size();
         out.push_back({steps[i], AnomalyKind::Spike, name, v, std::min(std::abs(z), p.max_spike_score),
-                       name + fmt(" = %.6g at this step, %.1f robust standard deviations from the median %.6g", v,
-                                  std::abs(z), scale.median) +
+                       name +
+                           fmt(" = %.6g at this step, %.1f robust standard deviations from the median %.6g", v,
+                               std::abs(z), scale.median) +
                            " of the previous " + std::to_string(std::min(history.size(), p.window)) + " steps"});
       }
     }
@@ -107,8 +108,7 @@ std::vector<ScalarAnomaly> find_scalar_anomalies(const std::string& name, const 
       if (std::abs(z[i]) <= p.shift_z) continue;
       bool strongest = true;
       for (size_t j = i > w ? i - w : 0; j < std::min(n, i + w) && strongest; ++j)
-        if (std::abs(z[j]) > p.shift_z)
-          strongest = contrast[j] < contrast[i] || (contrast[j] == contrast[i] && j >= i);
+        if (std::abs(z[j]) > p.shift_z) strongest = contrast[j] < contrast[i] || (contrast[j] == contrast[i] && j >= i);
       if (!strongest) continue;
       out.push_back({steps[i], AnomalyKind::LevelShift, name, values[i], std::abs(z[i]),
                      name + " shifts " + (z[i] > 0 ? "up" : "down") +
@@ -150,7 +150,8 @@ std::vector<ScalarAnomaly> find_scalar_anomalies(const std::string& name, const 
     }
   }
 
-  std::stable_sort(out.begin(), out.end(), [](const ScalarAnomaly& a, const ScalarAnomaly& b) { return a.step < b.step; });
+  std::stable_sort(out.begin(), out.end(),
+                   [](const ScalarAnomaly& a, const ScalarAnomaly& b) { return a.step < b.step; });
   return out;
 }
 

@@ -26,7 +26,8 @@ TensorSummary combine_summaries(const std::vector<TensorSummary>& parts) {
   if (out.numel > 0) {
     out.mean = sum / out.numel;
     double pooled = 0;
-    for (const TensorSummary& p : parts) pooled += p.numel * (p.std * p.std + (p.mean - out.mean) * (p.mean - out.mean));
+    for (const TensorSummary& p : parts)
+      pooled += p.numel * (p.std * p.std + (p.mean - out.mean) * (p.mean - out.mean));
     out.std = std::sqrt(pooled / out.numel);
     out.zero_fraction = zeros / out.numel;
   }
@@ -105,8 +106,7 @@ SnapshotWindow compute_snapshot_window(format::RunReader& reader, const LayerGra
         for (size_t k = 0; k < lq.steps.size(); ++k) points.emplace_back(lq.steps[k], &lq.series[k]);
       }
       if (points.empty()) continue;
-      std::stable_sort(points.begin(), points.end(),
-                       [](const auto& a, const auto& b) { return a.first < b.first; });
+      std::stable_sort(points.begin(), points.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
       QuantityWindow group;
       group.present = group.aggregated = true;
       for (size_t i = 0; i < points.size();) {

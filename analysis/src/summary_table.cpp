@@ -70,8 +70,12 @@ const SummarySeries* SummaryTable::find(uint32_t layer_id, format::Quantity q) c
   return it == index_.end() ? nullptr : &series_[it->second];
 }
 
-double max_abs(const format::TensorSummary& s) { return std::max(std::abs(s.min), std::abs(s.max)); }
+double max_abs(const format::TensorSummary& s) {
+  return std::max(std::abs(s.min), std::abs(s.max));
+}
 
-double rms(const format::TensorSummary& s) { return s.numel > 0 ? std::sqrt(s.norm * s.norm / s.numel) : 0.0; }
+double rms(const format::TensorSummary& s) {
+  return s.numel > 0 ? std::sqrt(s.norm * s.norm / s.numel) : 0.0;
+}
 
 }  // namespace trainscope::analysis

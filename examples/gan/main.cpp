@@ -84,7 +84,8 @@ int main(int argc, char** argv) {
         gen[2]->as<torch::nn::Linear>()->bias.fill_(-20.0);
       }
       if (fail == "lr" && step >= fail_step)
-        for (auto& g : disc_opt.param_groups()) g.options().set_lr(std::min(g.options().get_lr() * 10, 1e30));  // lr is converted to float
+        for (auto& g : disc_opt.param_groups())
+          g.options().set_lr(std::min(g.options().get_lr() * 10, 1e30));  // lr is converted to float
       const torch::Tensor real = data.images.index_select(0, torch::randint(n, {batch}, torch::kLong));
       const torch::Tensor ones = torch::ones({batch, 1}), zeros = torch::zeros({batch, 1});
 

@@ -80,7 +80,8 @@ ScalarsData decode_scalars(const std::string& payload) {
     if (c.values.size() != d.steps.size()) throw FormatError("scalar column '" + c.name + "' has the wrong length");
     c.present.assign(pc.present().begin(), pc.present().end());
     if (c.present.empty()) c.present.assign(d.steps.size(), 1);
-    if (c.present.size() != d.steps.size()) throw FormatError("scalar column '" + c.name + "' presence has the wrong length");
+    if (c.present.size() != d.steps.size())
+      throw FormatError("scalar column '" + c.name + "' presence has the wrong length");
     d.columns.push_back(std::move(c));
   }
   return d;
@@ -114,8 +115,8 @@ SummaryData decode_summaries(const std::string& payload) {
   d.records.resize(size_t(n));
   for (int i = 0; i < n; ++i) {
     if (m.quantity(i) >= uint32_t(kQuantityCount)) throw FormatError("layer-summary names an unknown quantity");
-    d.records[size_t(i)] = {m.layer_id(i), Quantity(m.quantity(i)), m.step(i), {},
-                            i < m.has_neuron_stats_size() && m.has_neuron_stats(i)};
+    d.records[size_t(i)] = {
+        m.layer_id(i), Quantity(m.quantity(i)), m.step(i), {}, i < m.has_neuron_stats_size() && m.has_neuron_stats(i)};
   }
   for (int f = 0; f < std::min(m.fields_size(), kSummaryFields); ++f) {
     const std::vector<double> column = unpack_doubles(m.fields(f));
@@ -188,8 +189,9 @@ FullTensorData decode_full_tensor(const std::string& payload, const std::functio
   const float* base_values = nullptr;
   if (d.base_step >= 0) {
     const FullTensor* b = base ? base(d.base_step) : nullptr;
-    if (!b) throw FormatError("full tensor at step " + std::to_string(d.tensor.step) + " needs its base at step " +
-                              std::to_string(d.base_step) + ", which is missing");
+    if (!b)
+      throw FormatError("full tensor at step " + std::to_string(d.tensor.step) + " needs its base at step " +
+                        std::to_string(d.base_step) + ", which is missing");
     if (b->values.size() != size_t(m.values().rows()) * m.values().columns())
       throw FormatError("full tensor base differs in size");
     base_values = b->values.data();

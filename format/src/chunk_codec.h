@@ -18,8 +18,8 @@ struct ScalarsData {
   std::vector<double> wall_time;
   struct Column {
     std::string name;
-    std::vector<double> values;   // one per step
-    std::vector<uint8_t> present; // one per step; all 1 when empty
+    std::vector<double> values;    // one per step
+    std::vector<uint8_t> present;  // one per step; all 1 when empty
   };
   std::vector<Column> columns;
   size_t byte_size() const;
@@ -51,7 +51,7 @@ struct NeuronStatsData {
 
 struct FullTensorData {
   FullTensor tensor;
-  int64_t base_step = -1;   // the snapshot of the same tensor it is XORed against; -1 for a keyframe
+  int64_t base_step = -1;  // the snapshot of the same tensor it is XORed against; -1 for a keyframe
 };
 
 std::string encode_metadata(const RunMetadata& metadata);

@@ -13,7 +13,9 @@ const Layer* RunMetadata::find_layer(const std::string& name) const {
   return nullptr;
 }
 
-std::string RunMetadata::display_name(const Layer& layer) { return layer.name.empty() ? "(root)" : layer.name; }
+std::string RunMetadata::display_name(const Layer& layer) {
+  return layer.name.empty() ? "(root)" : layer.name;
+}
 
 void to_proto(const RunMetadata& in, proto::RunMetadata* out) {
   auto* h = out->mutable_header();

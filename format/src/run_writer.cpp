@@ -68,7 +68,7 @@ struct RunWriter::Impl {
 
   template <typename T>
   bool enqueue(T value, int64_t step) {
-      Impl& impl = *this;
+    Impl& impl = *this;
     WorkItem item = std::move(value);
     const size_t bytes = item_bytes(item);
     std::unique_lock<std::mutex> lock(impl.mutex);
@@ -130,9 +130,9 @@ RunWriter::RunWriter(const std::filesystem::path& run_dir, RunMetadata metadata,
       throw FormatError(run_dir.string() + ": already holds a recording (" + entry.path().filename().string() +
                         "); choose a new directory");
   if (metadata.header.created_unix_ms == 0)
-    metadata.header.created_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                          std::chrono::system_clock::now().time_since_epoch())
-                                          .count();
+    metadata.header.created_unix_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
   metadata.header.format_major = kFormatMajor;
   metadata.header.format_minor = kFormatMinor;
   if (metadata.header.producer.empty()) metadata.header.producer = std::string("trainscope ") + kTrainscopeVersion;
@@ -141,9 +141,13 @@ RunWriter::RunWriter(const std::filesystem::path& run_dir, RunMetadata metadata,
   impl_->thread = std::thread([impl = impl_.get()] { impl->run(); });
 }
 
-RunWriter::~RunWriter() { close(); }
+RunWriter::~RunWriter() {
+  close();
+}
 
-const std::filesystem::path& RunWriter::directory() const { return impl_->dir; }
+const std::filesystem::path& RunWriter::directory() const {
+  return impl_->dir;
+}
 
 void RunWriter::set_metadata(RunMetadata metadata) {
   std::unique_lock<std::mutex> lock(impl_->mutex);
@@ -152,7 +156,6 @@ void RunWriter::set_metadata(RunMetadata metadata) {
   impl_->queue.emplace_back(++impl_->enqueued, std::move(item));
   impl_->work_ready.notify_one();
 }
-
 
 bool RunWriter::append(Snapshot snapshot) {
   if (snapshot.wall_time == 0)
@@ -231,8 +234,8 @@ void RunWriter::Impl::run() {
     if (!skip) {
       try {
         if (item) process(item->second);
-        if (gap.dropped_snapshots) write({uint16_t(ChunkType::Gap), 0, kNoLayer, 0, gap.first_step, gap.last_step},
-                                         encode_gap(gap));
+        if (gap.dropped_snapshots)
+          write({uint16_t(ChunkType::Gap), 0, kNoLayer, 0, gap.first_step, gap.last_step}, encode_gap(gap));
         if (buffered && Clock::now() - oldest_buffered >= options.flush_interval) emit_all();
       } catch (const FormatError& e) {
         fail(e.what());

@@ -84,8 +84,8 @@ std::string cut_payload(const ChunkInfo& c, const std::string& raw, int64_t firs
 
 }  // namespace
 
-TrimResult trim_run(const std::filesystem::path& input_dir, const std::filesystem::path& output_dir,
-                    int64_t first_step, int64_t last_step, const std::function<void(uint64_t, uint64_t)>& progress) {
+TrimResult trim_run(const std::filesystem::path& input_dir, const std::filesystem::path& output_dir, int64_t first_step,
+                    int64_t last_step, const std::function<void(uint64_t, uint64_t)>& progress) {
   if (first_step > last_step)
     throw FormatError("trim window " + std::to_string(first_step) + ":" + std::to_string(last_step) +
                       " is empty (the first step is after the last)");
@@ -146,8 +146,8 @@ TrimResult trim_run(const std::filesystem::path& input_dir, const std::filesyste
         out->write_framed_chunk(header, framed);
         ++result.chunks_copied;
       } else {  // its base lies before the window (or in an earlier output segment): store it whole
-        auto tensor = reader.read_full_tensor(c.layer_id, Quantity(c.aux & 0xFF), c.first_step,
-                                              (c.aux & kAuxProbeBatch) != 0);
+        auto tensor =
+            reader.read_full_tensor(c.layer_id, Quantity(c.aux & 0xFF), c.first_step, (c.aux & kAuxProbeBatch) != 0);
         if (!tensor) {
           ++result.chunks_skipped;
           result.warnings.push_back(path.string() + " at offset " + std::to_string(c.offset) +

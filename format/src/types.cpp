@@ -2,8 +2,8 @@
 
 namespace trainscope::format {
 namespace {
-constexpr std::string_view kQuantityNames[kQuantityCount] = {"activation", "activation_grad", "weight",
-                                                             "weight_grad", "bias",            "bias_grad"};
+constexpr std::string_view kQuantityNames[kQuantityCount] = {"activation", "activation_grad", "weight", "weight_grad",
+                                                             "bias",       "bias_grad"};
 constexpr std::string_view kStatisticNames[kStatisticCount] = {"mean", "std",           "min",       "max",
                                                                "norm", "zero_fraction", "nan_count", "inf_count"};
 }  // namespace

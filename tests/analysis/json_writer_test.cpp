@@ -19,7 +19,8 @@ TEST(JsonWriter, WritesNestedValuesWithCommasAndIndentation) {
 }
 
 TEST(JsonWriter, NumbersReadBackExactly) {
-  for (double v : {0.1, 1.0 / 3.0, 1e-300, 123456789.125, -2.5e17}) EXPECT_EQ(std::strtod(json_number(v).c_str(), nullptr), v);
+  for (double v : {0.1, 1.0 / 3.0, 1e-300, 123456789.125, -2.5e17})
+    EXPECT_EQ(std::strtod(json_number(v).c_str(), nullptr), v);
   EXPECT_EQ(json_number(2.0), "2");
   EXPECT_EQ(json_escape(std::string("x\n\x01")), "x\\n\\u0001");
 }

@@ -67,8 +67,8 @@ TEST(LayerGraph, FindsRecurrentEdgesAndAForwardOrder) {
 TEST(LayerRules, VanishingGradientAtItsThreshold) {
   LayerRuleParams p;
   const LayerGraph g(chain(2));
-  const auto table = SummaryTable::from_series({series(1, Quantity::WeightGrad, {1.01e-7, 1.01e-7}),
-                                                series(2, Quantity::WeightGrad, {0.99e-7, 0.99e-7})});
+  const auto table = SummaryTable::from_series(
+      {series(1, Quantity::WeightGrad, {1.01e-7, 1.01e-7}), series(2, Quantity::WeightGrad, {0.99e-7, 0.99e-7})});
   const auto hits = hits_of(evaluate_layer_rules(g, table, nullptr, {}, p), LayerRule::VanishingGradient);
   ASSERT_EQ(hits.size(), 1u);
   EXPECT_EQ(hits[0].layer_id, 2u);
@@ -81,8 +81,8 @@ TEST(LayerRules, ExplodingGradientAtItsThreshold) {
   std::vector<double> quiet(10, 1.0), loud(10, 1.0);
   quiet.push_back(p.exploding_gradient_factor * 0.99);
   loud.push_back(p.exploding_gradient_factor * 1.01);
-  const auto table =
-      SummaryTable::from_series({series(1, Quantity::ActivationGrad, quiet), series(2, Quantity::ActivationGrad, loud)});
+  const auto table = SummaryTable::from_series(
+      {series(1, Quantity::ActivationGrad, quiet), series(2, Quantity::ActivationGrad, loud)});
   const auto hits = hits_of(evaluate_layer_rules(g, table, nullptr, {}, p), LayerRule::ExplodingGradient);
   ASSERT_EQ(hits.size(), 1u);
   EXPECT_EQ(hits[0].layer_id, 2u);
@@ -95,9 +95,12 @@ TEST(LayerRules, WeightUpdateRatioAtBothThresholds) {
   LearningRate lr{{0}, {1.0}};
   // ratio = lr * |grad| / |W|: |W| has RMS 1, so the gradient RMS is the ratio.
   const auto table = SummaryTable::from_series({
-      series(1, Quantity::Weight, {1, 1}), series(1, Quantity::WeightGrad, {p.max_update_ratio * 1.01, 1}),
-      series(2, Quantity::Weight, {1, 1}), series(2, Quantity::WeightGrad, {p.max_update_ratio * 0.99, 1}),
-      series(3, Quantity::Weight, {1, 1.0001}), series(3, Quantity::WeightGrad, {p.min_update_ratio * 0.99, 1}),
+      series(1, Quantity::Weight, {1, 1}),
+      series(1, Quantity::WeightGrad, {p.max_update_ratio * 1.01, 1}),
+      series(2, Quantity::Weight, {1, 1}),
+      series(2, Quantity::WeightGrad, {p.max_update_ratio * 0.99, 1}),
+      series(3, Quantity::Weight, {1, 1.0001}),
+      series(3, Quantity::WeightGrad, {p.min_update_ratio * 0.99, 1}),
   });
   const auto all = evaluate_layer_rules(g, table, nullptr, lr, p);
   const auto large = hits_of(all, LayerRule::WeightUpdateTooLarge);
@@ -114,8 +117,10 @@ TEST(LayerRules, UnchangedWeightsAfterThreeSteps) {
   LayerRuleParams p;
   const LayerGraph g(chain(2));
   const auto table = SummaryTable::from_series({
-      series(1, Quantity::Weight, {1, 1, 1.1, 1.1}), series(1, Quantity::WeightGrad, {1, 1, 1, 1}),
-      series(2, Quantity::Weight, {1, 1, 1, 1}), series(2, Quantity::WeightGrad, {1, 1, 1, 1}),
+      series(1, Quantity::Weight, {1, 1, 1.1, 1.1}),
+      series(1, Quantity::WeightGrad, {1, 1, 1, 1}),
+      series(2, Quantity::Weight, {1, 1, 1, 1}),
+      series(2, Quantity::WeightGrad, {1, 1, 1, 1}),
   });
   const auto hits = hits_of(evaluate_layer_rules(g, table, nullptr, {}, p), LayerRule::UnchangedWeights);
   ASSERT_EQ(hits.size(), 1u);
@@ -127,9 +132,9 @@ TEST(LayerRules, PoorInitializationAtItsThreshold) {
   LayerRuleParams p;
   const LayerGraph g(chain(3));
   const double r = std::sqrt(p.init_variance_ratio);  // std ratio whose square is the variance ratio
-  const auto table = SummaryTable::from_series({series(1, Quantity::Activation, {1}),
-                                                series(2, Quantity::Activation, {r * 0.99}),
-                                                series(3, Quantity::Activation, {r * 0.99 * r * 1.01})});
+  const auto table =
+      SummaryTable::from_series({series(1, Quantity::Activation, {1}), series(2, Quantity::Activation, {r * 0.99}),
+                                 series(3, Quantity::Activation, {r * 0.99 * r * 1.01})});
   const auto hits = hits_of(evaluate_layer_rules(g, table, nullptr, {}, p), LayerRule::PoorInitialization);
   ASSERT_EQ(hits.size(), 1u);
   EXPECT_EQ(hits[0].layer_id, 3u);
@@ -183,8 +188,8 @@ TEST(RootCause, NanOutranksAnOlderChronicRuleHit) {
   EXPECT_EQ(suspects[0].rule, "non_finite");
   EXPECT_EQ(suspects[1].rule, "dead_units");
   // Without the NaN, the chronic condition is the only suspect.
-  const auto stall = rank_suspects(g, SummaryTable::from_series({series(3, Quantity::Activation, std::vector<double>(400, 1.0))}),
-                                   {dead}, 300);
+  const auto stall = rank_suspects(
+      g, SummaryTable::from_series({series(3, Quantity::Activation, std::vector<double>(400, 1.0))}), {dead}, 300);
   ASSERT_EQ(stall.size(), 1u);
   EXPECT_EQ(stall[0].layer_id, 1u);
 }
@@ -195,8 +200,8 @@ TEST(RootCause, EarliestDepartureWinsAndNoiseDoesNot) {
   for (size_t i = 0; i < 100; ++i) steady[i] = 1.0 + 0.05 * std::sin(double(i));  // noise only
   for (size_t i = 60; i < 100; ++i) grows[i] = std::pow(1.5, double(i - 59));
   for (size_t i = 70; i < 100; ++i) later[i] = std::pow(1.5, double(i - 69));
-  const auto table = SummaryTable::from_series({series(1, Quantity::Weight, steady), series(3, Quantity::Weight, grows),
-                                                series(2, Quantity::Weight, later)});
+  const auto table = SummaryTable::from_series(
+      {series(1, Quantity::Weight, steady), series(3, Quantity::Weight, grows), series(2, Quantity::Weight, later)});
   const auto suspects = rank_suspects(g, table, {}, 90);
   ASSERT_EQ(suspects.size(), 2u);
   EXPECT_EQ(suspects[0].layer_id, 3u);

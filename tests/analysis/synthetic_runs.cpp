@@ -42,7 +42,9 @@ format::TensorSummary summary(double scale, double numel, std::mt19937& rng) {
 
 }  // namespace
 
-std::vector<std::string> synthetic_run_names() { return {"healthy", "nan_in_fc2", "exploding_fc1", "dead_act1"}; }
+std::vector<std::string> synthetic_run_names() {
+  return {"healthy", "nan_in_fc2", "exploding_fc1", "dead_act1"};
+}
 
 void write_synthetic_run(const std::string& name, const std::filesystem::path& dir) {
   const uint32_t neurons = 16;
@@ -87,7 +89,7 @@ void write_synthetic_run(const std::string& name, const std::filesystem::path& d
         }
         if (name == "nan_in_fc2" && step >= 120) {
           const bool forward = q == Quantity::Activation;
-          if ((forward && id == 3) ) r.summary.inf_count = 7, r.summary.max = inf;
+          if ((forward && id == 3)) r.summary.inf_count = 7, r.summary.max = inf;
           if ((forward && id > 3) || (!forward && q != Quantity::Weight)) {
             r.summary.nan_count = r.summary.numel;
             r.summary.mean = r.summary.std = r.summary.norm = nan;
@@ -100,8 +102,8 @@ void write_synthetic_run(const std::string& name, const std::filesystem::path& d
         if (name == "dead_act1" && id == 2 && q == Quantity::Activation) r.summary.zero_fraction = 0.85;
         // Per-neuron statistics every 10 steps.
         if (step % 10 == 0 && q == Quantity::Activation) {
-          r.neuron_stats = format::statistic_bit(format::Statistic::Mean) |
-                           format::statistic_bit(format::Statistic::ZeroFraction);
+          r.neuron_stats =
+              format::statistic_bit(format::Statistic::Mean) | format::statistic_bit(format::Statistic::ZeroFraction);
           r.neuron_count = neurons;
           for (uint32_t n = 0; n < neurons; ++n) r.neuron_values.push_back(float(r.summary.mean + 0.1 * n));
           for (uint32_t n = 0; n < neurons; ++n) {

@@ -29,7 +29,9 @@ Result run(const std::string& command) {
   return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, out};
 }
 
-std::string cli(const std::string& args) { return std::string(TRAINSCOPE_CLI) + " " + args; }
+std::string cli(const std::string& args) {
+  return std::string(TRAINSCOPE_CLI) + " " + args;
+}
 
 class Cli : public ::testing::Test {
  protected:
@@ -48,7 +50,9 @@ class Cli : public ::testing::Test {
   fs::path dir_;
 };
 
-bool has(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
+bool has(const std::string& text, const std::string& what) {
+  return text.find(what) != std::string::npos;
+}
 
 TEST_F(Cli, InfoDescribesTheRunAndItsHealth) {
   const auto r1 = make_run("r", "300 --nan-at 250");

@@ -32,7 +32,8 @@ int main(int argc, char** argv) {
     if (nan_at >= 0 && s >= nan_at) snap.scalars[0].second = std::nan("");
     writer->append(std::move(snap));
     if (s % 50 == 0)
-      writer->append(format::FullTensor{2, format::Quantity::Weight, s, {8, 8}, testing::drifting_weights(64, s), false});
+      writer->append(
+          format::FullTensor{2, format::Quantity::Weight, s, {8, 8}, testing::drifting_weights(64, s), false});
   }
   if (open) {
     writer->flush();

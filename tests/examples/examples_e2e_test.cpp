@@ -30,8 +30,7 @@ TEST_P(VaeFailure, TopSuspectIsTheInjectedLayer) {
   const int interval = 10, fail_step = 100;
   const std::string command = std::string("OMP_NUM_THREADS=1 ") + VAE_EXAMPLE + " --fail " + c.failure +
                               " --fail-step " + std::to_string(fail_step) + " --steps 160 --interval " +
-                              std::to_string(interval) + " --out " + run.string() + " > " + run.string() +
-                              ".log 2>&1";
+                              std::to_string(interval) + " --out " + run.string() + " > " + run.string() + ".log 2>&1";
   const int status = std::system(command.c_str());
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << command;
 
@@ -45,9 +44,8 @@ TEST_P(VaeFailure, TopSuspectIsTheInjectedLayer) {
   ASSERT_NE(first, nullptr) << "no abnormal step with suspects after the injection";
   EXPECT_LE(first->step, fail_step + 2 * interval);
   const analysis::Suspect& top = first->suspects[0];
-  EXPECT_TRUE(c.layers.count(graph.name(top.layer_id))) << "blamed " << graph.name(top.layer_id) << " ("
-                                                         << top.rule << ": " << top.evidence << ") at step "
-                                                         << first->step;
+  EXPECT_TRUE(c.layers.count(graph.name(top.layer_id))) << "blamed " << graph.name(top.layer_id) << " (" << top.rule
+                                                        << ": " << top.evidence << ") at step " << first->step;
   EXPECT_GE(top.first_step, fail_step);
   EXPECT_LE(top.first_step, fail_step + interval);
   fs::remove_all(run);

@@ -17,9 +17,18 @@ uint32_t bits(float f) {
 }
 
 std::vector<float> special_values() {
-  return {0.0f, -0.0f, 1.0f, -2.5f, 1e-30f, 3.4e38f, std::numeric_limits<float>::infinity(),
-          -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
-          std::numeric_limits<float>::denorm_min(), 65504.0f, 1e-7f};
+  return {0.0f,
+          -0.0f,
+          1.0f,
+          -2.5f,
+          1e-30f,
+          3.4e38f,
+          std::numeric_limits<float>::infinity(),
+          -std::numeric_limits<float>::infinity(),
+          std::numeric_limits<float>::quiet_NaN(),
+          std::numeric_limits<float>::denorm_min(),
+          65504.0f,
+          1e-7f};
 }
 
 TEST(ArrayCodec, Float32RoundTripIsBitExactForEveryFilter) {

@@ -38,7 +38,9 @@ struct Fixture {
   std::filesystem::path run() const { return dir / "run"; }
 };
 
-bool mentions(const std::string& text, const std::string& what) { return text.find(what) != std::string::npos; }
+bool mentions(const std::string& text, const std::string& what) {
+  return text.find(what) != std::string::npos;
+}
 
 TEST(Corruption, TruncatedAnywhereKeepsEveryCompleteChunk) {
   Fixture f;
@@ -71,7 +73,8 @@ TEST(Corruption, TruncatedAnywhereKeepsEveryCompleteChunk) {
     EXPECT_TRUE(torn_or_missing);
     bool exact_torn = false;
     for (const Problem& p : r.problems())
-      if (p.kind == Problem::Kind::TornTail) exact_torn |= p.offset < cut && mentions(p.message, std::to_string(p.offset));
+      if (p.kind == Problem::Kind::TornTail)
+        exact_torn |= p.offset < cut && mentions(p.message, std::to_string(p.offset));
     const bool at_boundary = std::any_of(f.chunks.begin(), f.chunks.end(), [&](const ChunkInfo& c) {
       return c.offset + kChunkHeaderSize + c.stored_size == cut;
     });
@@ -130,7 +133,8 @@ TEST(Corruption, FlippedHeaderBitIsSkippedByResync) {
     if (p.kind == Problem::Kind::CorruptChunk) {
       reported = true;
       EXPECT_EQ(p.offset, victim.offset);
-      EXPECT_TRUE(mentions(p.message, "next chunk at offset " + std::to_string(f.chunks[f.chunks.size() / 2 + 1].offset)))
+      EXPECT_TRUE(
+          mentions(p.message, "next chunk at offset " + std::to_string(f.chunks[f.chunks.size() / 2 + 1].offset)))
           << p.message;
     }
   EXPECT_TRUE(reported);

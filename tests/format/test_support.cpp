@@ -41,12 +41,11 @@ format::Snapshot synthetic_snapshot(int64_t step, uint32_t neurons, const format
   format::Snapshot s;
   s.step = step;
   s.wall_time = 0.01 * double(step);
-  s.scalars = {{"loss", 2.0 * std::exp(-0.001 * double(step)) + 0.01 * std::sin(double(step))},
-               {"lr", 1e-3}};
+  s.scalars = {{"loss", 2.0 * std::exp(-0.001 * double(step)) + 0.01 * std::sin(double(step))}, {"lr", 1e-3}};
   for (const auto& layer : metadata.layers) {
     if (!layer.is_leaf) continue;
-    for (format::Quantity q : {format::Quantity::Activation, format::Quantity::ActivationGrad,
-                               format::Quantity::Weight}) {
+    for (format::Quantity q :
+         {format::Quantity::Activation, format::Quantity::ActivationGrad, format::Quantity::Weight}) {
       format::LayerQuantityRecord r;
       r.layer_id = layer.id;
       r.quantity = q;
@@ -61,8 +60,7 @@ format::Snapshot synthetic_snapshot(int64_t step, uint32_t neurons, const format
           for (uint32_t n = 0; n < neurons; ++n)
             r.neuron_values[size_t(st) * neurons + n] =
                 st >= 6 ? 0.0f
-                        : float(std::sin(0.01 * double(step) + 0.3 * n + st) * (1.0 + 0.1 * layer.id) +
-                                int(q) * 0.5);
+                        : float(std::sin(0.01 * double(step) + 0.3 * n + st) * (1.0 + 0.1 * layer.id) + int(q) * 0.5);
       }
       s.layers.push_back(std::move(r));
     }

@@ -33,7 +33,7 @@ TEST(Trim, KeepsExactlyTheWindowAndAllMetadata) {
     ++progress_calls;
   });
   EXPECT_GT(progress_calls, 0u);
-  EXPECT_GT(result.chunks_copied, 0u);   // whole chunks inside the window are copied as they are
+  EXPECT_GT(result.chunks_copied, 0u);     // whole chunks inside the window are copied as they are
   EXPECT_GT(result.chunks_reencoded, 0u);  // the edges are cut
   EXPECT_TRUE(result.warnings.empty());
 
@@ -75,7 +75,10 @@ TEST(Trim, KeepsExactlyTheWindowAndAllMetadata) {
 TEST(Trim, RefusesBadArguments) {
   TempDir dir;
   const RunMetadata m = testing::small_model_metadata(4);
-  { RunWriter w(dir / "in", m); w.append(testing::synthetic_snapshot(1, 4, m)); }
+  {
+    RunWriter w(dir / "in", m);
+    w.append(testing::synthetic_snapshot(1, 4, m));
+  }
   EXPECT_THROW(trim_run(dir / "in", dir / "out", 10, 5, {}), FormatError);
   EXPECT_THROW(trim_run(dir / "missing", dir / "out", 0, 5, {}), FormatError);
   EXPECT_THROW(trim_run(dir / "in", dir / "in", 0, 5, {}), FormatError);  // output exists, not empty

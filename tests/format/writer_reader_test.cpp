@@ -142,7 +142,8 @@ TEST(WriterReader, SegmentsRollOverAndEachIsClosed) {
   EXPECT_EQ(r.read_scalars()[0].steps.size(), 300u);
   // Every segment starts with the metadata, so each one is self-describing.
   for (size_t sidx = 0; sidx < r.segment_files().size(); ++sidx) {
-    auto first = std::find_if(r.chunks().begin(), r.chunks().end(), [&](const ChunkInfo& c) { return c.segment == sidx; });
+    auto first =
+        std::find_if(r.chunks().begin(), r.chunks().end(), [&](const ChunkInfo& c) { return c.segment == sidx; });
     ASSERT_NE(first, r.chunks().end());
     EXPECT_EQ(first->type, 1);
   }
@@ -153,7 +154,8 @@ TEST(WriterReader, ReadingOneLayerDecompressesOnlyItsChunks) {
   // 100 layers, each its own chunks.
   RunMetadata m;
   m.header.model_name = "wide";
-  for (uint32_t i = 0; i < 100; ++i) m.layers.push_back({i, "l" + std::to_string(i), std::nullopt, "Linear", 32, {}, {}, true});
+  for (uint32_t i = 0; i < 100; ++i)
+    m.layers.push_back({i, "l" + std::to_string(i), std::nullopt, "Linear", 32, {}, {}, true});
   {
     RunWriter w(dir.path(), m);
     for (int s = 0; s < 40; ++s) {
@@ -264,8 +266,7 @@ TEST(WriterReader, LossyPrecisionIsCloseAndKeepsCountsExact) {
   auto nans = r.read_neuron_series(2, Quantity::Activation, Statistic::NanCount);
   ASSERT_TRUE(mean && nans);
   const auto truth = synthetic_snapshot(1, 16, m);
-  for (uint32_t n = 0; n < 16; ++n)
-    EXPECT_NEAR(mean->values[n], truth.layers[0].neuron_row(Statistic::Mean)[n], 0.02);
+  for (uint32_t n = 0; n < 16; ++n) EXPECT_NEAR(mean->values[n], truth.layers[0].neuron_row(Statistic::Mean)[n], 0.02);
   EXPECT_EQ(nans->values[3], 12345.0f);
 }
 

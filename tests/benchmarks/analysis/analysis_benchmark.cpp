@@ -26,7 +26,9 @@ namespace fs = std::filesystem;
 namespace f = trainscope::format;
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 // 500 leaf layers in 50 groups, per-neuron statistics of four quantities every 10 steps, scalars every step;
 // a NaN that starts in one layer near the end.
@@ -35,12 +37,18 @@ void write_recording(const fs::path& dir, uint64_t target_bytes) {
   f::RunMetadata m;
   m.header.model_name = "Benchmark500";
   m.layers.push_back({0, "", std::nullopt, "Net", 0, {}, {}, false});
-  for (uint32_t g = 0; g < 50; ++g) m.layers.push_back({uint32_t(m.layers.size()), "block" + std::to_string(g), 0u,
-                                                        "Sequential", 0, {}, {}, false});
+  for (uint32_t g = 0; g < 50; ++g)
+    m.layers.push_back({uint32_t(m.layers.size()), "block" + std::to_string(g), 0u, "Sequential", 0, {}, {}, false});
   for (uint32_t i = 0; i < layers; ++i) {
     const uint32_t parent = 1 + i / 10;
-    m.layers.push_back({uint32_t(m.layers.size()), m.layers[parent].name + ".fc" + std::to_string(i % 10), parent,
-                        "Linear", neurons, {neurons}, {}, true});
+    m.layers.push_back({uint32_t(m.layers.size()),
+                        m.layers[parent].name + ".fc" + std::to_string(i % 10),
+                        parent,
+                        "Linear",
+                        neurons,
+                        {neurons},
+                        {},
+                        true});
   }
   for (uint32_t i = 51; i + 1 < m.layers.size(); ++i) m.edges.push_back({i, i + 1, false});
   f::WriterOptions options;
@@ -150,9 +158,10 @@ int main(int argc, char** argv) {
   }
   const double throughput_ratio = best_baseline / best_analysis;
   const double fraction = double(analysis_read) / double(file_bytes);
-  std::printf("anomalies: %.3f s; decompressing the chunks it needs: %.3f s -> %.0f%% of that throughput "
-              "(goal >= 50%%) %s\n",
-              best_analysis, best_baseline, 100 * throughput_ratio, throughput_ratio >= 0.5 ? "PASS" : "FAIL");
+  std::printf(
+      "anomalies: %.3f s; decompressing the chunks it needs: %.3f s -> %.0f%% of that throughput "
+      "(goal >= 50%%) %s\n",
+      best_analysis, best_baseline, 100 * throughput_ratio, throughput_ratio >= 0.5 ? "PASS" : "FAIL");
   std::printf("anomalies read %.1f MB of %.1f MB: %.2f%% of the file (goal: a small fraction, < 10%%) %s\n",
               double(analysis_read) / 1e6, double(file_bytes) / 1e6, 100 * fraction, fraction < 0.1 ? "PASS" : "FAIL");
   ok = ok && throughput_ratio >= 0.5 && fraction < 0.1;
@@ -179,9 +188,10 @@ int main(int argc, char** argv) {
     total += t;
   }
   const double frame = 0.016;
-  std::printf("windowed summaries, 500 layers, +-50 steps, warm cache: mean %.2f ms, worst %.2f ms = %.2fx a 16 ms "
-              "frame (goal: well under one frame, < 0.5x) %s\n",
-              1e3 * total / focuses, 1e3 * worst, worst / frame, worst / frame < 0.5 ? "PASS" : "FAIL");
+  std::printf(
+      "windowed summaries, 500 layers, +-50 steps, warm cache: mean %.2f ms, worst %.2f ms = %.2fx a 16 ms "
+      "frame (goal: well under one frame, < 0.5x) %s\n",
+      1e3 * total / focuses, 1e3 * worst, worst / frame, worst / frame < 0.5 ? "PASS" : "FAIL");
   ok = ok && worst / frame < 0.5;
   std::printf("%s\n", ok ? "all figures PASS" : "some figures FAIL");
   return 0;  // figures are reported, not asserted: machines are noisy

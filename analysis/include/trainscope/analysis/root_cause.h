@@ -2,10 +2,10 @@
 //
 // For an abnormal step s, every (layer, quantity) series is compared with its own normal range: the robust
 // median and spread (1.4826 * MAD) of log10 of its largest magnitude and of its RMS over the first
-// `baseline_points` recorded steps of the window [s - lookback_steps, s + lookahead_steps]. The series has *departed* from the first
-// step at which it turns NaN/Inf, or at which one of those robust z-scores exceeds `departure_z` and stays above
-// departure_z / 2 up to the window's end. Layers whose rules fire (dead units, saturation, ...) around s are
-// suspects as well.
+// `baseline_points` recorded steps of the window [s - lookback_steps, s + lookahead_steps]. The series has *departed*
+// from the first step at which it turns NaN/Inf, or at which one of those robust z-scores exceeds `departure_z` and
+// stays above departure_z / 2 up to the window's end. Layers whose rules fire (dead units, saturation, ...) around s
+// are suspects as well.
 //
 // Suspects are ordered by (0) the kind of evidence: NaN/Inf, then departures, then rules that began within
 // `recent_steps` before s, then older rule hits (chronic conditions); then (1) the first step, (2) forward

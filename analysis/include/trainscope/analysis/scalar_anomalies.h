@@ -7,7 +7,8 @@
 // - level_shift: the median of the next `shift_window` values differs from the median of the previous
 //   `shift_window` by more than `shift_z` robust standard deviations of the previous ones; the strongest step of
 //   each shift is reported.
-// - divergence: a "loss" scalar whose running median (of `divergence_window` values) rises above `divergence_factor` times its lowest running
+// - divergence: a "loss" scalar whose running median (of `divergence_window` values) rises above `divergence_factor`
+// times its lowest running
 //   median so far.
 // - stall: a "loss" scalar whose median over the last `stall_window` values is not at least
 //   `stall_min_decrease` (relative) below the median of the `stall_window` values before them (nor more than

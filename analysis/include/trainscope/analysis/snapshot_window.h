@@ -27,7 +27,7 @@ struct LayerWindow {
 
 struct SnapshotWindow {
   int64_t focus_step = 0;
-  int64_t window = 0;             // steps on each side of the focus
+  int64_t window = 0;               // steps on each side of the focus
   std::vector<LayerWindow> layers;  // indexed by layer id
 };
 

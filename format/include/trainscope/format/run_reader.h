@@ -71,8 +71,8 @@ struct CacheStats {
   size_t bytes_held = 0;
   size_t capacity = 0;
   uint64_t hits = 0, misses = 0;
-  uint64_t stored_bytes_read = 0;      // compressed payload bytes read from disk
-  uint64_t raw_bytes_decompressed = 0; // payload bytes produced by zstd
+  uint64_t stored_bytes_read = 0;       // compressed payload bytes read from disk
+  uint64_t raw_bytes_decompressed = 0;  // payload bytes produced by zstd
 };
 
 class RunReader {

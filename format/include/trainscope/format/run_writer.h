@@ -19,11 +19,11 @@ enum class QueuePolicy : uint8_t {
 };
 
 struct WriterOptions {
-  size_t segment_bytes = size_t(256) << 20;       // a segment rolls over once it reaches this size
+  size_t segment_bytes = size_t(256) << 20;        // a segment rolls over once it reaches this size
   std::chrono::milliseconds flush_interval{1000};  // buffered data reaches the file at least this often
   size_t queue_bytes = size_t(256) << 20;          // bound of the hand-off queue
   QueuePolicy queue_policy = QueuePolicy::Block;
-  size_t chunk_bytes = size_t(1) << 20;            // target raw size of one chunk
+  size_t chunk_bytes = size_t(1) << 20;  // target raw size of one chunk
   int zstd_level = 1;
   Precision precision = Precision::Float32;
   int keyframe_interval = 8;  // full tensors: every n-th snapshot of a tensor is stored without a base
@@ -38,7 +38,7 @@ struct WriterStatus {
   uint64_t stored_bytes = 0;  // bytes in segment files, framing included
   uint32_t segments = 0;
   size_t queued_bytes = 0;
-  std::string error;          // first I/O error; once set the writer stops writing and drops everything
+  std::string error;  // first I/O error; once set the writer stops writing and drops everything
 };
 
 class RunWriter {

@@ -20,8 +20,7 @@ struct TrimResult {
 // Writes a new run at `output_dir` holding only the data of steps in [first_step, last_step] and all metadata.
 // `output_dir` must not exist or be empty. Throws FormatError naming the file on any problem.
 // progress(done, total) is called with input bytes.
-TrimResult trim_run(const std::filesystem::path& input_dir, const std::filesystem::path& output_dir,
-                    int64_t first_step, int64_t last_step,
-                    const std::function<void(uint64_t, uint64_t)>& progress = {});
+TrimResult trim_run(const std::filesystem::path& input_dir, const std::filesystem::path& output_dir, int64_t first_step,
+                    int64_t last_step, const std::function<void(uint64_t, uint64_t)>& progress = {});
 
 }  // namespace trainscope::format

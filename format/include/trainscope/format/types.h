@@ -12,10 +12,26 @@
 namespace trainscope::format {
 
 // Numbers match format/proto/trainscope.proto and never change: they are stored on disk.
-enum class Quantity : uint8_t { Activation = 0, ActivationGrad = 1, Weight = 2, WeightGrad = 3, Bias = 4, BiasGrad = 5 };
+enum class Quantity : uint8_t {
+  Activation = 0,
+  ActivationGrad = 1,
+  Weight = 2,
+  WeightGrad = 3,
+  Bias = 4,
+  BiasGrad = 5
+};
 inline constexpr int kQuantityCount = 6;
 
-enum class Statistic : uint8_t { Mean = 0, Std = 1, Min = 2, Max = 3, Norm = 4, ZeroFraction = 5, NanCount = 6, InfCount = 7 };
+enum class Statistic : uint8_t {
+  Mean = 0,
+  Std = 1,
+  Min = 2,
+  Max = 3,
+  Norm = 4,
+  ZeroFraction = 5,
+  NanCount = 6,
+  InfCount = 7
+};
 inline constexpr int kStatisticCount = 8;
 
 // Names a user types on the command line: "activation_grad", "zero_fraction", ...
@@ -29,7 +45,9 @@ std::array<Statistic, kStatisticCount> all_statistics();
 // Bit i set = Statistic(i) present.
 using StatisticMask = uint16_t;
 inline constexpr StatisticMask kAllStatistics = (1u << kStatisticCount) - 1;
-inline constexpr StatisticMask statistic_bit(Statistic s) { return StatisticMask(1u << unsigned(s)); }
+inline constexpr StatisticMask statistic_bit(Statistic s) {
+  return StatisticMask(1u << unsigned(s));
+}
 
 // Statistics of one whole tensor (all its elements, over the batch for activations).
 struct TensorSummary {

@@ -18,14 +18,9 @@ namespace trainscope::testing {
 namespace {
 
 std::string run_cli(const std::string& args, int* status) {
-  std::string out;
-  FILE* pipe = ::popen((std::string(TRAINSCOPE_CLI) + " " + args + " 2>/dev/null").c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  const int raw = ::pclose(pipe);
-  *status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return out;
+  CommandResult r = run_command(std::string(TRAINSCOPE_CLI) + " " + args, /*with_stderr=*/false);
+  *status = r.status;
+  return r.output;
 }
 
 std::string read_text(const std::filesystem::path& path) {

@@ -252,13 +252,8 @@ struct Result {
 };
 
 Result run(const std::string& command) {
-  std::string out;
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
-  const int raw = ::pclose(pipe);
-  return {WIFEXITED(raw) ? WEXITSTATUS(raw) : -1, out};
+  auto r = trainscope::testing::run_command(command);
+  return {r.status, std::move(r.output)};
 }
 
 // 64 neurons of encoder.fc1 over 40 steps: two bundles, neuron 13 spikes at step 20, neuron 40 turns NaN at 30.

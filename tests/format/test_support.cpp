@@ -1,8 +1,10 @@
 #include "test_support.h"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <stdexcept>
 
@@ -78,6 +80,18 @@ std::vector<float> drifting_weights(size_t count, int64_t step, uint32_t seed) {
     w[i] = start * (1.0f + 1e-4f * float(step) * std::sin(float(i) * 0.37f));
   }
   return w;
+}
+
+CommandResult run_command(const std::string& command, bool with_stderr) {
+  CommandResult result;
+  FILE* pipe = ::popen((command + (with_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
+  if (!pipe) return result;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) result.output.append(buf, n);
+  const int raw = ::pclose(pipe);
+  result.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return result;
 }
 
 std::vector<uint8_t> read_file(const std::filesystem::path& path) {

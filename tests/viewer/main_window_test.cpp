@@ -1,0 +1,205 @@
+// The window as a user meets it: opening runs (good, torn, missing), the anomaly list and layer tree models, the
+// linked selection, trim from the menu's code, export, and the headless --screenshot command.
+#include "main_window.h"
+#include "anomaly_table_model.h"
+#include "layer_tree_model.h"
+#include "run_view.h"
+#include "viewer_test_support.h"
+
+#include <gtest/gtest.h>
+#include <trainscope/format/run_reader.h>
+
+#include <QAbstractItemModelTester>
+#include <QImage>
+#include <QTableView>
+#include <QTest>
+
+#include <cstdio>
+#include <fstream>
+
+namespace ts = trainscope::testing;
+using trainscope::viewer::AnomalyTableModel;
+using trainscope::viewer::LayerTreeModel;
+using trainscope::viewer::MainWindow;
+
+namespace {
+
+// Runs a command, returning its exit status and (merged) output.
+int run_command(const std::string& command, std::string* output) {
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (!pipe) return -1;
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output->append(buffer, n);
+  const int status = ::pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace
+
+TEST(MainWindow, OpensARunAndSelectsTheTopAnomalyAndItsSuspect) {
+  ts::TempDir dir;
+  const auto run = ts::write_run("nan_in_fc2", dir.path());
+  MainWindow window;
+  ASSERT_TRUE(ts::open_and_wait(window.document(), run));
+  QCoreApplication::processEvents();
+
+  const auto& report = window.document().report();
+  ASSERT_FALSE(report.anomalies.empty());
+  AnomalyTableModel* anomalies = window.anomaly_model();
+  EXPECT_EQ(anomalies->rowCount(), int(report.anomalies.size()));
+  // The window moves to the strongest anomaly and selects its top suspect: the NaN appears in fc2 at step 120.
+  EXPECT_EQ(window.state().focus_step(), report.anomalies.front().step);
+  ASSERT_GE(window.state().layer(), 0);
+  EXPECT_EQ(window.document().graph().name(uint32_t(window.state().layer())), "fc2");
+  EXPECT_TRUE(window.notice_text().isEmpty());
+}
+
+TEST(MainWindow, ModelsPassTheItemModelTester) {
+  ts::TempDir dir;
+  const auto run = ts::write_run("exploding_fc1", dir.path());
+  MainWindow window;
+  QAbstractItemModelTester anomaly_tester(window.anomaly_model(),
+                                          QAbstractItemModelTester::FailureReportingMode::Fatal);
+  QAbstractItemModelTester layer_tester(window.layer_model(), QAbstractItemModelTester::FailureReportingMode::Fatal);
+  ASSERT_TRUE(ts::open_and_wait(window.document(), run));
+  QCoreApplication::processEvents();
+
+  // Every layer of the run appears once in the tree, under its parent.
+  LayerTreeModel* layers = window.layer_model();
+  const auto& graph = window.document().graph();
+  size_t seen = 0;
+  std::function<void(const QModelIndex&)> walk = [&](const QModelIndex& parent) {
+    for (int row = 0; row < layers->rowCount(parent); ++row) {
+      const QModelIndex index = layers->index(row, 0, parent);
+      const uint32_t id = uint32_t(index.data(LayerTreeModel::LayerIdRole).toInt());
+      ++seen;
+      if (parent.isValid()) {
+        EXPECT_EQ(graph.layer(id).parent_id.value_or(UINT32_MAX),
+                  uint32_t(parent.data(LayerTreeModel::LayerIdRole).toInt()));
+      }
+      EXPECT_EQ(layers->index_of_layer(id), index);
+      walk(index);
+    }
+  };
+  walk({});
+  EXPECT_EQ(seen, graph.size());
+  // The top anomaly's first suspect is ranked 1 in the tree.
+  const auto& top = window.document().report().anomalies.front();
+  ASSERT_FALSE(top.suspects.empty());
+  const QModelIndex suspect = layers->index_of_layer(top.suspects.front().layer_id);
+  EXPECT_EQ(suspect.siblingAtColumn(LayerTreeModel::SuspectColumn).data().toInt(), 1);
+}
+
+TEST(MainWindow, ClickingAnAnomalyRowMovesTheFocus) {
+  ts::TempDir dir;
+  const auto run = ts::write_run("exploding_fc1", dir.path());
+  MainWindow window;
+  window.resize(1400, 900);
+  window.show();
+  ASSERT_TRUE(ts::open_and_wait(window.document(), run));
+  auto* table = window.findChild<QTableView*>("AnomalyTable");
+  ASSERT_NE(table, nullptr);
+  const int rows = window.anomaly_model()->rowCount();
+  ASSERT_GE(rows, 1);
+  const int row = rows - 1;  // the weakest: not the one selected at open
+  const QModelIndex index = window.anomaly_model()->index(row, AnomalyTableModel::StepColumn);
+  table->scrollTo(index);
+  QTest::mouseClick(table->viewport(), Qt::LeftButton, {}, table->visualRect(index).center());
+  EXPECT_EQ(window.state().focus_step(), index.data(AnomalyTableModel::StepRole).toLongLong());
+}
+
+TEST(MainWindow, AMissingRunFailsWithItsPath) {
+  MainWindow window;
+  QString failure;
+  QObject::connect(&window.document(), &trainscope::viewer::RunDocument::open_failed,
+                   [&](const QString& message) { failure = message; });
+  window.open_run("/nonexistent/trainscope-run");
+  window.document().wait_idle();
+  EXPECT_FALSE(window.document().is_open());
+  EXPECT_TRUE(failure.contains("/nonexistent/trainscope-run")) << failure.toStdString();
+}
+
+TEST(MainWindow, ATornRunOpensWithANotice) {
+  ts::TempDir dir;
+  const auto run = ts::write_run("healthy", dir.path());
+  // Cut the last segment in the middle of a chunk: its footer and the chunk are gone.
+  trainscope::format::RunReader reader(run);
+  const auto segment = reader.segment_files().back();
+  const auto size = std::filesystem::file_size(segment);
+  std::filesystem::resize_file(segment, size * 2 / 3);
+  MainWindow window;
+  ASSERT_TRUE(ts::open_and_wait(window.document(), run));
+  QCoreApplication::processEvents();
+  EXPECT_FALSE(window.document().complete());
+  EXPECT_FALSE(window.notice_text().isEmpty());
+  EXPECT_FALSE(window.document().scalars().empty());
+}
+
+TEST(MainWindow, TrimWritesTheVisibleWindowAsANewRun) {
+  ts::TempDir dir;
+  const auto run = ts::write_run("exploding_fc1", dir.path());
+  MainWindow window;
+  ASSERT_TRUE(ts::open_and_wait(window.document(), run));
+  window.state().set_focus_step(200);
+  window.state().set_window(20);
+  const auto out = dir.path() / "trimmed";
+  EXPECT_EQ(window.trim_visible_window(QString::fromStdString(out.string())).toStdString(), "");
+  trainscope::format::RunReader trimmed(out);
+  EXPECT_GE(trimmed.first_step(), 180);
+  EXPECT_LE(trimmed.last_step(), 220);
+  EXPECT_FALSE(trimmed.snapshot_steps().empty());
+  // Trimming onto an existing non-empty directory is refused with its name.
+  const QString error = window.trim_visible_window(QString::fromStdString(out.string()));
+  EXPECT_TRUE(error.contains(QString::fromStdString(out.string()))) << error.toStdString();
+}
+
+TEST(MainWindow, ExportsEveryViewAsPngAndSvg) {
+  ts::TempDir dir;
+  const auto run = ts::write_run("nan_in_fc2", dir.path());
+  MainWindow window;
+  ASSERT_TRUE(ts::open_and_wait(window.document(), run));
+  for (auto* view : window.views()) {
+    view->resize(640, 400);
+    window.document().wait_idle();
+    const auto png = dir.path() / (view->view_name().toStdString() + ".png");
+    const auto svg = dir.path() / (view->view_name().toStdString() + ".svg");
+    EXPECT_EQ(trainscope::viewer::export_view(*view, QString::fromStdString(png.string())).toStdString(), "");
+    EXPECT_EQ(trainscope::viewer::export_view(*view, QString::fromStdString(svg.string())).toStdString(), "");
+    QImage image(QString::fromStdString(png.string()));
+    ASSERT_FALSE(image.isNull());
+    EXPECT_EQ(image.size(), QSize(640, 400));
+    EXPECT_GT(ts::distinct_colors(image), 2) << view->view_name().toStdString() << " exported a blank image";
+    std::ifstream in(svg);
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_NE(text.find("<svg"), std::string::npos);
+  }
+  const QString bad = trainscope::viewer::export_view(*window.views().front(), "/nonexistent-dir/x.png");
+  EXPECT_TRUE(bad.contains("/nonexistent-dir/x.png")) << bad.toStdString();
+}
+
+TEST(ScreenshotCommand, RendersEachViewAndRejectsBadArguments) {
+  ts::TempDir dir;
+  const auto run = ts::write_run("nan_in_fc2", dir.path());
+  const std::string viewer = TRAINSCOPE_VIEWER;
+  for (const char* view : {"loss", "snapshot", "layer", "neuron"}) {
+    const auto out = dir.path() / (std::string(view) + ".png");
+    std::string output;
+    const int status = run_command(
+        viewer + " " + run.string() + " --screenshot " + out.string() + " --view " + view + " --size 800x500", &output);
+    EXPECT_EQ(status, 0) << output;
+    QImage image(QString::fromStdString(out.string()));
+    ASSERT_FALSE(image.isNull()) << view;
+    EXPECT_EQ(image.size(), QSize(800, 500));
+    EXPECT_GT(ts::distinct_colors(image), 2) << view;
+  }
+  std::string output;
+  EXPECT_EQ(run_command(viewer + " /nonexistent/run --screenshot " + (dir.path() / "x.png").string(), &output), 1);
+  EXPECT_NE(output.find("/nonexistent/run"), std::string::npos) << output;
+  output.clear();
+  EXPECT_EQ(run_command(viewer + " " + run.string() + " --screenshot x.png --view graph", &output), 2);
+  EXPECT_NE(output.find("--view"), std::string::npos) << output;
+  output.clear();
+  EXPECT_EQ(run_command(viewer + " " + run.string() + " --screenshot x.png --layer nope", &output), 2);
+  EXPECT_NE(output.find("--layer"), std::string::npos) << output;
+}

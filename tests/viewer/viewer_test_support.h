@@ -1,0 +1,38 @@
+// Helpers for the viewer tests: a synthetic run in a temporary directory, an opened document, image checks.
+#pragma once
+
+#include "run_document.h"
+#include "viewer_state.h"
+
+#include <QImage>
+#include <QRect>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+namespace trainscope::testing {
+
+// A fresh temporary directory, removed at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Writes the synthetic run `name` (see tests/analysis/synthetic_runs.h) under `dir` and returns its path.
+std::filesystem::path write_run(const std::string& name, const std::filesystem::path& dir);
+
+// Opens `run` and waits until it is open and analysed; fails the test (and returns false) on an open failure.
+bool open_and_wait(viewer::RunDocument& document, const std::filesystem::path& run);
+
+// Number of distinct colours in `rect` of `image` (a blank or single-colour image has 1).
+int distinct_colors(const QImage& image, QRect rect = {});
+// Pixels in `rect` whose colour is within `tolerance` (per channel) of `color`.
+int count_color(const QImage& image, QColor color, int tolerance = 30, QRect rect = {});
+
+}  // namespace trainscope::testing

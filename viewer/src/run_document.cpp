@@ -1,0 +1,172 @@
+#include "run_document.h"
+
+#include <QCoreApplication>
+#include <QDateTime>
+#include <QEventLoop>
+#include <QRunnable>
+
+#include <algorithm>
+
+namespace trainscope::viewer {
+namespace {
+
+// What the reader thread reads on open and on growth: everything the GUI thread keeps a copy of.
+struct RunContents {
+  std::vector<format::ScalarSeries> scalars;
+  std::vector<int64_t> snapshot_steps;
+  int64_t first_step = 0, last_step = 0;
+  bool complete = true;
+  QStringList notices;
+};
+
+RunContents read_contents(format::RunReader& reader) {
+  RunContents c;
+  c.scalars = reader.read_scalars();
+  c.snapshot_steps = reader.snapshot_steps();
+  c.first_step = reader.first_step();
+  c.last_step = reader.last_step();
+  c.complete = reader.complete();
+  for (const auto& problem : reader.problems()) c.notices << QString::fromStdString(problem.message);
+  return c;
+}
+
+}  // namespace
+
+RunDocument::RunDocument(DocumentOptions options, QObject* parent) : QObject(parent), options_(options) {
+  pool_.setMaxThreadCount(1);
+  pool_.setExpiryTimeout(-1);
+  follow_timer_.setInterval(options_.follow_interval_ms);
+  connect(&follow_timer_, &QTimer::timeout, this, &RunDocument::poll_for_growth);
+}
+
+RunDocument::~RunDocument() {
+  follow_timer_.stop();
+  pool_.waitForDone();
+}
+
+const format::RunMetadata& RunDocument::metadata() const {
+  return reader_->metadata();
+}
+
+void RunDocument::post(std::function<void()> task) {
+  pool_.start(std::move(task));
+}
+
+void RunDocument::deliver(QObject* context, std::function<void()> on_gui_thread) {
+  QMetaObject::invokeMethod(context, std::move(on_gui_thread), Qt::QueuedConnection);
+}
+
+void RunDocument::wait_idle() {
+  while (pending_.load() > 0) QCoreApplication::processEvents(QEventLoop::AllEvents, 5);
+  QCoreApplication::processEvents();
+}
+
+void RunDocument::open(const QString& run_dir) {
+  ++generation_;
+  const uint64_t generation = generation_;
+  const QString path = run_dir;
+  const format::ReaderOptions reader_options = this->reader_options();
+  pending_++;
+  emit progress(tr("Opening %1").arg(path), 0.0);
+  post([this, generation, path, reader_options] {
+    std::shared_ptr<format::RunReader> reader;
+    std::shared_ptr<RunContents> contents;
+    QString message;
+    try {
+      reader = std::make_shared<format::RunReader>(path.toStdString(), reader_options);
+      emit progress(tr("Reading scalars"), 0.05);
+      contents = std::make_shared<RunContents>(read_contents(*reader));
+    } catch (const std::exception& e) {
+      message = QString::fromStdString(e.what());
+      reader.reset();
+    }
+    deliver(this, [this, generation, path, reader, contents, message] {
+      pending_--;
+      if (generation != generation_) return;
+      if (!reader) {
+        emit open_failed(message.isEmpty() ? tr("%1 could not be opened.").arg(path) : message);
+        return;
+      }
+      follow_timer_.stop();
+      path_ = path;
+      reader_ = reader;
+      graph_ = std::make_unique<analysis::LayerGraph>(reader_->metadata());
+      scalars_ = std::move(contents->scalars);
+      snapshot_steps_ = std::move(contents->snapshot_steps);
+      first_step_ = contents->first_step;
+      last_step_ = contents->last_step;
+      complete_ = contents->complete;
+      notices_ = contents->notices;
+      report_.reset();
+      emit opened();
+      start_analysis();
+      // A run without its footers is either still being written or torn by a crash: follow it either way; a torn
+      // run simply never grows.
+      if (!complete_) set_follow(true);
+    });
+  });
+}
+
+void RunDocument::start_analysis() {
+  if (analysis_running_) return;
+  analysis_running_ = true;
+  last_analysis_ms_ = QDateTime::currentMSecsSinceEpoch();
+  run<analysis::AnomalyReport>(
+      this,
+      [this](format::RunReader& reader) {
+        return analysis::analyze_run(reader, {}, [this](const char* stage, double fraction) {
+          emit progress(tr("Analysing: %1").arg(QString::fromUtf8(stage)), 0.1 + 0.9 * fraction);
+        });
+      },
+      [this](analysis::AnomalyReport report) {
+        analysis_running_ = false;
+        report_ = std::move(report);
+        emit progress(QString(), 1.0);
+        emit report_ready();
+      },
+      [this](QString message) {
+        analysis_running_ = false;
+        notices_ << tr("The anomaly analysis failed: %1").arg(message);
+        emit progress(QString(), 1.0);
+        emit error(message);
+      });
+}
+
+void RunDocument::set_follow(bool follow) {
+  if (follow && reader_)
+    follow_timer_.start();
+  else
+    follow_timer_.stop();
+}
+
+void RunDocument::poll_for_growth() {
+  if (!reader_ || pending_.load() > 0) return;  // never queue polls behind real work
+  run<std::optional<RunContents>>(
+      this,
+      [](format::RunReader& reader) -> std::optional<RunContents> {
+        if (!reader.refresh()) return std::nullopt;
+        return read_contents(reader);
+      },
+      [this](std::optional<RunContents> contents) {
+        if (!contents) return;
+        scalars_ = std::move(contents->scalars);
+        snapshot_steps_ = std::move(contents->snapshot_steps);
+        first_step_ = contents->first_step;
+        last_step_ = contents->last_step;
+        complete_ = contents->complete;
+        notices_ = contents->notices;
+        emit grew();
+        if (QDateTime::currentMSecsSinceEpoch() - last_analysis_ms_ >= options_.reanalyze_interval_ms) start_analysis();
+        if (complete_) set_follow(false);
+      });
+}
+
+int64_t RunDocument::nearest_snapshot_step(int64_t step) const {
+  if (snapshot_steps_.empty()) return step;
+  auto it = std::lower_bound(snapshot_steps_.begin(), snapshot_steps_.end(), step);
+  if (it == snapshot_steps_.end()) return snapshot_steps_.back();
+  if (it == snapshot_steps_.begin()) return *it;
+  return (*it - step) < (step - *(it - 1)) ? *it : *(it - 1);
+}
+
+}  // namespace trainscope::viewer

@@ -8,8 +8,10 @@
 
 #include <gtest/gtest.h>
 #include <trainscope/format/run_reader.h>
+#include <trainscope/format/run_writer.h>
 
 #include <QAbstractItemModelTester>
+#include <QElapsedTimer>
 #include <QImage>
 #include <QTableView>
 #include <QTest>
@@ -202,4 +204,63 @@ TEST(ScreenshotCommand, RendersEachViewAndRejectsBadArguments) {
   output.clear();
   EXPECT_EQ(run_command(viewer + " " + run.string() + " --screenshot x.png --layer nope", &output), 2);
   EXPECT_NE(output.find("--layer"), std::string::npos) << output;
+}
+
+TEST(RunDocument, FollowsARunStillBeingWritten) {
+  ts::TempDir dir;
+  const auto run = dir.path() / "live";
+  trainscope::format::RunMetadata metadata;
+  metadata.header.model_name = "Live";
+  metadata.layers.push_back({0, "", std::nullopt, "Net", 0, {}, {}, false});
+  metadata.layers.push_back({1, "fc", 0u, "Linear", 4, {4}, {}, true});
+  trainscope::format::RunWriter writer(run, metadata);
+  auto append = [&](int64_t first, int64_t last) {
+    for (int64_t step = first; step <= last; ++step) {
+      trainscope::format::Snapshot s;
+      s.step = step;
+      s.scalars = {{"loss", 1.0 / double(step + 1)}};
+      trainscope::format::LayerQuantityRecord r;
+      r.layer_id = 1;
+      r.summary.numel = 4;
+      r.summary.std = 1;
+      s.layers.push_back(r);
+      writer.append(std::move(s));
+    }
+    writer.flush();
+  };
+  append(0, 49);
+
+  trainscope::viewer::DocumentOptions options;
+  options.follow_interval_ms = 20;
+  options.reanalyze_interval_ms = 0;
+  trainscope::viewer::RunDocument document(options);
+  std::vector<double> fractions;
+  QObject::connect(&document, &trainscope::viewer::RunDocument::progress,
+                   [&](const QString&, double fraction) { fractions.push_back(fraction); });
+  ASSERT_TRUE(ts::open_and_wait(document, run));
+  EXPECT_FALSE(document.complete());
+  EXPECT_TRUE(document.follow());  // an unfinished run is followed by default
+  EXPECT_EQ(document.last_step(), 49);
+  // Loading reported progress, ending at 1.
+  ASSERT_FALSE(fractions.empty());
+  EXPECT_DOUBLE_EQ(fractions.back(), 1.0);
+  for (double f : fractions) EXPECT_TRUE(f >= 0 && f <= 1) << f;
+
+  int grew = 0;
+  QObject::connect(&document, &trainscope::viewer::RunDocument::grew, [&] { ++grew; });
+  append(50, 99);
+  QElapsedTimer timer;
+  timer.start();
+  while (document.last_step() < 99 && timer.elapsed() < 10000) QTest::qWait(20);
+  EXPECT_EQ(document.last_step(), 99);
+  EXPECT_GE(grew, 1);
+  ASSERT_EQ(document.scalars().size(), 1u);
+  EXPECT_EQ(document.scalars().front().steps.size(), 100u);
+
+  writer.close();  // the footer arrives: the run is complete and no longer polled
+  timer.restart();
+  while (!document.complete() && timer.elapsed() < 10000) QTest::qWait(20);
+  EXPECT_TRUE(document.complete());
+  document.wait_idle();
+  EXPECT_FALSE(document.follow());
 }

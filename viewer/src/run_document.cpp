@@ -143,8 +143,9 @@ void RunDocument::poll_for_growth() {
   if (!reader_ || pending_.load() > 0) return;  // never queue polls behind real work
   run<std::optional<RunContents>>(
       this,
-      [](format::RunReader& reader) -> std::optional<RunContents> {
-        if (!reader.refresh()) return std::nullopt;
+      [was_complete = complete_](format::RunReader& reader) -> std::optional<RunContents> {
+        // The closing footer adds no chunk but completes the run.
+        if (!reader.refresh() && reader.complete() == was_complete) return std::nullopt;
         return read_contents(reader);
       },
       [this](std::optional<RunContents> contents) {

@@ -11,8 +11,11 @@
 #include <trainscope/format/run_writer.h>
 
 #include <QAbstractItemModelTester>
+#include <QAction>
 #include <QElapsedTimer>
+#include <QFileInfo>
 #include <QImage>
+#include <QSettings>
 #include <QTableView>
 #include <QTest>
 
@@ -263,4 +266,29 @@ TEST(RunDocument, FollowsARunStillBeingWritten) {
   EXPECT_TRUE(document.complete());
   document.wait_idle();
   EXPECT_FALSE(document.follow());
+}
+
+TEST(MainWindow, RemembersRecentRunsAndItsLayout) {
+  ts::TempDir dir;
+  const auto run = ts::write_run("healthy", dir.path());
+  QSettings().clear();
+  {
+    MainWindow window;
+    window.resize(1111, 777);
+    window.show();
+    ASSERT_TRUE(ts::open_and_wait(window.document(), run));
+    QCoreApplication::processEvents();
+    window.close();
+  }
+  const QStringList recent = QSettings().value("recent_runs").toStringList();
+  ASSERT_FALSE(recent.isEmpty());
+  EXPECT_EQ(recent.front(), QFileInfo(QString::fromStdString(run.string())).absoluteFilePath());
+  MainWindow again;
+  EXPECT_EQ(again.size(), QSize(1111, 777));
+  // The File menu offers the run again.
+  bool offered = false;
+  for (QAction* action : again.findChildren<QAction*>())
+    if (action->text() == recent.front()) offered = true;
+  EXPECT_TRUE(offered);
+  QSettings().clear();
 }

@@ -11,6 +11,10 @@
 #include <QElapsedTimer>
 #include <QTextStream>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <optional>
 
@@ -34,6 +38,12 @@ int main(int argc, char** argv) {
     if (QByteArray(argv[i]) == "--screenshot" || QByteArray(argv[i]).startsWith("--screenshot=")) screenshot = true;
   if (screenshot && !has_display() && qEnvironmentVariableIsEmpty("QT_QPA_PLATFORM"))
     qputenv("QT_QPA_PLATFORM", "offscreen");
+  // Without a session (ssh, CI, root shells) Qt warns about a missing runtime directory on every start: give it the
+  // one it would pick anyway.
+  if (qEnvironmentVariableIsEmpty("XDG_RUNTIME_DIR")) {
+    const QByteArray runtime = "/tmp/runtime-" + QByteArray::number(uint(getuid()));
+    if (mkdir(runtime.constData(), 0700) == 0 || errno == EEXIST) qputenv("XDG_RUNTIME_DIR", runtime);
+  }
 
   QApplication app(argc, argv);
   QApplication::setApplicationName("trainscope-viewer");

@@ -1,0 +1,56 @@
+// A scalar series (a loss term, the learning rate, ...) reduced to what a chart of N pixel columns shows, in time
+// proportional to N, not to the series' length: a min/max pyramid over the points. Each column keeps its minimum,
+// maximum, first and last value (the M4 idea) and whether a NaN or Inf fell in it, so a one-step spike or a single
+// NaN stays visible over millions of steps at any zoom.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace trainscope::analysis {
+
+struct ScalarColumn {
+  bool empty = true;        // no point in this column
+  bool any_finite = false;  // min/max/first/last are meaningful only then
+  double min = 0, max = 0, first = 0, last = 0;
+  bool nan = false, pos_inf = false, neg_inf = false;
+  int64_t first_step = 0, last_step = 0;
+};
+
+class ScalarOverview {
+ public:
+  ScalarOverview() = default;
+  // `steps` ascending (not necessarily evenly spaced); values.size() == steps.size().
+  ScalarOverview(std::vector<int64_t> steps, std::vector<double> values);
+
+  size_t size() const { return steps_.size(); }
+  const std::vector<int64_t>& steps() const { return steps_; }
+  const std::vector<double>& values() const { return values_; }
+
+  // `columns` columns splitting the step range [from, to) evenly; O(columns · log(size)).
+  std::vector<ScalarColumn> columns(double from, double to, int columns) const;
+  // Index of the point nearest to `step` (-1 when empty).
+  long nearest(double step) const;
+  // Minimum and maximum of the finite values of points with steps in [from, to); false when there is none.
+  bool finite_range(double from, double to, double* min, double* max) const;
+  // Smallest positive finite value in [from, to) (for a log scale); false when there is none.
+  bool smallest_positive(double from, double to, double* value) const;
+
+ private:
+  struct Node {
+    double min, max, min_positive;
+    uint8_t flags;  // 1 NaN, 2 +Inf, 4 -Inf, 8 any finite
+  };
+  Node query(size_t begin, size_t end) const;  // over points [begin, end)
+
+  std::vector<int64_t> steps_;
+  std::vector<double> values_;
+  std::vector<std::vector<Node>> levels_;  // levels_[k][i] covers points [i·2^k, (i+1)·2^k)
+};
+
+// Exponential moving average with the given weight of the past (0 = none, 0.99 = heavy), as TensorBoard smooths:
+// debiased at the start, and NaN/Inf points passed through unchanged without disturbing the average.
+std::vector<double> exponential_moving_average(const std::vector<double>& values, double weight);
+
+}  // namespace trainscope::analysis

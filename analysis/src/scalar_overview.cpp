@@ -1,0 +1,141 @@
+#include <trainscope/analysis/scalar_overview.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace trainscope::analysis {
+namespace {
+constexpr double kInf = std::numeric_limits<double>::infinity();
+}
+
+ScalarOverview::ScalarOverview(std::vector<int64_t> steps, std::vector<double> values)
+    : steps_(std::move(steps)), values_(std::move(values)) {
+  values_.resize(steps_.size(), std::numeric_limits<double>::quiet_NaN());
+  std::vector<Node> base(values_.size());
+  for (size_t i = 0; i < values_.size(); ++i) {
+    const double v = values_[i];
+    Node& n = base[i];
+    if (std::isfinite(v)) {
+      n = {v, v, v > 0 ? v : kInf, 8};
+    } else {
+      n = {kInf, -kInf, kInf, uint8_t(std::isnan(v) ? 1 : v > 0 ? 2 : 4)};
+    }
+  }
+  levels_.push_back(std::move(base));
+  while (levels_.back().size() > 1) {
+    const auto& below = levels_.back();
+    std::vector<Node> up((below.size() + 1) / 2);
+    for (size_t i = 0; i < up.size(); ++i) {
+      const Node& a = below[2 * i];
+      if (2 * i + 1 < below.size()) {
+        const Node& b = below[2 * i + 1];
+        up[i] = {std::min(a.min, b.min), std::max(a.max, b.max), std::min(a.min_positive, b.min_positive),
+                 uint8_t(a.flags | b.flags)};
+      } else {
+        up[i] = a;
+      }
+    }
+    levels_.push_back(std::move(up));
+  }
+}
+
+ScalarOverview::Node ScalarOverview::query(size_t begin, size_t end) const {
+  Node out{kInf, -kInf, kInf, 0};
+  auto merge = [&out](const Node& n) {
+    out.min = std::min(out.min, n.min);
+    out.max = std::max(out.max, n.max);
+    out.min_positive = std::min(out.min_positive, n.min_positive);
+    out.flags |= n.flags;
+  };
+  // Climb the pyramid: whole aligned blocks from both ends inwards, O(log n).
+  size_t level = 0;
+  while (begin < end) {
+    if (begin & 1) merge(levels_[level][begin++]);
+    if (end & 1) merge(levels_[level][--end]);
+    begin >>= 1;
+    end >>= 1;
+    ++level;
+  }
+  return out;
+}
+
+std::vector<ScalarColumn> ScalarOverview::columns(double from, double to, int columns) const {
+  std::vector<ScalarColumn> out(size_t(std::max(columns, 0)));
+  if (columns <= 0 || !(to > from) || steps_.empty()) return out;
+  const double width = (to - from) / columns;
+  auto index_at = [this](double step) {
+    return size_t(
+        std::lower_bound(steps_.begin(), steps_.end(), step, [](int64_t s, double x) { return double(s) < x; }) -
+        steps_.begin());
+  };
+  size_t begin = index_at(from);
+  for (int c = 0; c < columns; ++c) {
+    const size_t end = c + 1 == columns ? index_at(to) : index_at(from + width * (c + 1));
+    ScalarColumn& col = out[size_t(c)];
+    if (end > begin) {
+      const Node n = query(begin, end);
+      col.empty = false;
+      col.any_finite = n.flags & 8;
+      col.min = n.min;
+      col.max = n.max;
+      col.nan = n.flags & 1;
+      col.pos_inf = n.flags & 2;
+      col.neg_inf = n.flags & 4;
+      col.first_step = steps_[begin];
+      col.last_step = steps_[end - 1];
+      // First and last finite values at the column's edges, for the line joining columns.
+      col.first = std::isfinite(values_[begin]) ? values_[begin] : n.min;
+      col.last = std::isfinite(values_[end - 1]) ? values_[end - 1] : n.max;
+    }
+    begin = end;
+  }
+  return out;
+}
+
+long ScalarOverview::nearest(double step) const {
+  if (steps_.empty()) return -1;
+  auto it = std::lower_bound(steps_.begin(), steps_.end(), step, [](int64_t s, double x) { return double(s) < x; });
+  if (it == steps_.end()) return long(steps_.size()) - 1;
+  if (it != steps_.begin() && step - double(*(it - 1)) < double(*it) - step) --it;
+  return long(it - steps_.begin());
+}
+
+bool ScalarOverview::finite_range(double from, double to, double* min, double* max) const {
+  auto lo = std::lower_bound(steps_.begin(), steps_.end(), from, [](int64_t s, double x) { return double(s) < x; });
+  auto hi = std::lower_bound(steps_.begin(), steps_.end(), to, [](int64_t s, double x) { return double(s) < x; });
+  if (hi <= lo) return false;
+  const Node n = query(size_t(lo - steps_.begin()), size_t(hi - steps_.begin()));
+  if (!(n.flags & 8)) return false;
+  *min = n.min;
+  *max = n.max;
+  return true;
+}
+
+bool ScalarOverview::smallest_positive(double from, double to, double* value) const {
+  auto lo = std::lower_bound(steps_.begin(), steps_.end(), from, [](int64_t s, double x) { return double(s) < x; });
+  auto hi = std::lower_bound(steps_.begin(), steps_.end(), to, [](int64_t s, double x) { return double(s) < x; });
+  if (hi <= lo) return false;
+  const Node n = query(size_t(lo - steps_.begin()), size_t(hi - steps_.begin()));
+  if (!(n.min_positive < kInf)) return false;
+  *value = n.min_positive;
+  return true;
+}
+
+std::vector<double> exponential_moving_average(const std::vector<double>& values, double weight) {
+  std::vector<double> out(values.size());
+  double average = 0, debias = 0;
+  for (size_t i = 0; i < values.size(); ++i) {
+    const double v = values[i];
+    if (!std::isfinite(v) || weight <= 0) {
+      out[i] = v;
+      continue;
+    }
+    average = weight * average + (1 - weight) * v;
+    debias = weight * debias + (1 - weight);
+    out[i] = average / debias;
+  }
+  return out;
+}
+
+}  // namespace trainscope::analysis

@@ -9,6 +9,8 @@
 #include <QString>
 #include <QWidget>
 
+#include <string_view>
+
 class QPainter;
 
 namespace trainscope::viewer {
@@ -47,6 +49,10 @@ class RunView : public QWidget {
   uint64_t request_ticket_ = 0;
   int waiting_requests_ = 0;
 };
+
+inline QString to_qstring(std::string_view text) {
+  return QString::fromUtf8(text.data(), qsizetype(text.size()));
+}
 
 // Writes the view as PNG or SVG, chosen by the file name's suffix; `size` defaults to the widget's size.
 // Returns an error sentence naming the file, or an empty string on success.

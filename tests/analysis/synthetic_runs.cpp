@@ -121,4 +121,60 @@ void write_synthetic_run(const std::string& name, const std::filesystem::path& d
   if (!writer.status().error.empty()) throw std::runtime_error(writer.status().error);
 }
 
+float credit_run_weight(int64_t step, int target, int source) {
+  return float((target + 1) * (source - 1.5) * (1.0 + double(step) / 10.0));
+}
+
+float credit_run_activation(int64_t step, int neuron) {
+  return float((neuron + 1) * (neuron + 1) * (1.0 - double(step) / 40.0));
+}
+
+void write_credit_run(const std::filesystem::path& dir) {
+  namespace f = trainscope::format;
+  f::RunMetadata m;
+  m.header.model_name = "TwoLinear";
+  m.layers.push_back({0, "", std::nullopt, "Net", 0, {}, {}, false});
+  m.layers.push_back({1, "fc1", 0u, "Linear", 4, {4}, {{"weight", {4, 2}}, {"bias", {4}}}, true});
+  m.layers.push_back({2, "fc2", 0u, "Linear", 3, {3}, {{"weight", {3, 4}}, {"bias", {3}}}, true});
+  m.layers.push_back({3, "conv", 0u, "Conv2d", 2, {2, 3, 3}, {{"weight", {2, 1, 3, 3}}}, true});
+  m.edges.push_back({1, 2, false});
+  f::RunWriter writer(dir, m);
+  for (int64_t t : {0, 10, 20, 30}) {
+    f::Snapshot s;
+    s.step = t;
+    s.scalars = {{"loss", 1.0}};
+    f::LayerQuantityRecord a;
+    a.layer_id = 1;
+    a.quantity = f::Quantity::Activation;
+    a.summary.numel = 4;
+    a.neuron_stats = f::statistic_bit(f::Statistic::Mean);
+    a.neuron_count = 4;
+    for (int j = 0; j < 4; ++j) a.neuron_values.push_back(credit_run_activation(t, j));
+    s.layers.push_back(a);
+    writer.append(std::move(s));
+    if (t == 10) {
+      f::FullTensor probe;
+      probe.layer_id = 3;
+      probe.quantity = f::Quantity::Activation;
+      probe.step = t;
+      probe.probe_batch = true;
+      probe.shape = {1, 2, 3, 3};
+      for (int c = 0; c < 2; ++c)
+        for (int i = 0; i < 9; ++i) probe.values.push_back(float(c * 10 + i));
+      writer.append(std::move(probe));
+    }
+    if (t == 30) continue;
+    f::FullTensor w;
+    w.layer_id = 2;
+    w.quantity = f::Quantity::Weight;
+    w.step = t;
+    w.shape = {3, 4};
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 4; ++j) w.values.push_back(credit_run_weight(t, i, j));
+    writer.append(std::move(w));
+  }
+  writer.close();
+  if (!writer.status().error.empty()) throw std::runtime_error(writer.status().error);
+}
+
 }  // namespace trainscope::testing

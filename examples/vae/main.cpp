@@ -86,6 +86,7 @@ void usage() {
                "                     dead: enc.fc2 is re-initialised with large negative biases: its ReLUs die\n"
                "  --fail-step S    step at which the failure starts (default 600)\n"
                "  --interval N     recorder interval (default 10)\n"
+               "  --full-interval N  full weight tensors every N steps, for credit assignment (default 100, 0 = never)\n"
                "  --no-record      train without the recorder (for timing)\n"
                "  --seed N         random seed (default 1)\n";
 }
@@ -131,6 +132,7 @@ int main(int argc, char** argv) {
     if (!args.has("--no-record")) {
       trainscope::RecorderOptions options;
       options.interval = args.get_int("--interval", 10);
+      options.full_tensor_interval = args.get_int("--full-interval", 100);
       options.optimizer = &opt;
       options.model_name = "vae-fashion-mnist";
       options.config = {{"example", "vae"},

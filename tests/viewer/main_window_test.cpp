@@ -3,7 +3,10 @@
 #include "main_window.h"
 #include "anomaly_table_model.h"
 #include "layer_tree_model.h"
+#include "layer_view.h"
+#include "loss_view.h"
 #include "run_view.h"
+#include "snapshot_view.h"
 #include "viewer_test_support.h"
 
 #include <gtest/gtest.h>
@@ -291,4 +294,42 @@ TEST(MainWindow, RemembersRecentRunsAndItsLayout) {
     if (action->text() == recent.front()) offered = true;
   EXPECT_TRUE(offered);
   QSettings().clear();
+}
+
+TEST(MainWindow, LinkedViewsFollowClicksFromSymptomToNeurons) {
+  ts::TempDir dir;
+  const auto run = ts::write_run("exploding_fc1", dir.path());
+  MainWindow window;
+  window.resize(1500, 950);
+  window.show();
+  ASSERT_TRUE(ts::open_and_wait(window.document(), run));
+  auto* loss = static_cast<trainscope::viewer::LossView*>(window.view("loss"));
+  auto* snapshot = static_cast<trainscope::viewer::SnapshotView*>(window.view("snapshot"));
+  auto* layer = static_cast<trainscope::viewer::LayerView*>(window.view("layer"));
+  window.state().set_focus_step(0);
+  window.document().wait_idle();
+
+  // Click the weakest anomaly's marker in the loss view: the focus moves there and the snapshot view reloads for it.
+  const auto& anomalies = window.document().report().anomalies;
+  ASSERT_FALSE(anomalies.empty());
+  const auto& target = anomalies.back();
+  const int x = int(loss->x_for_step(double(target.step) + 0.5));
+  QTest::mouseClick(loss, Qt::LeftButton, {}, QPoint(x, loss->plot_rect(loss->size()).center().y()));
+  const int64_t expected = window.document().nearest_snapshot_step(target.step);
+  EXPECT_EQ(window.state().focus_step(), expected);
+  window.document().wait_idle();
+  ASSERT_NE(snapshot->window_data(), nullptr);
+  EXPECT_EQ(snapshot->window_data()->focus_step, expected);
+
+  // Click a layer node in the snapshot view: the layer view shows that layer's neurons.
+  uint32_t chosen = UINT32_MAX;
+  for (const auto& node : snapshot->layout().nodes)
+    if (!node.group && window.document().graph().layer(node.layer).neuron_count > 0) chosen = node.layer;
+  ASSERT_NE(chosen, UINT32_MAX);
+  QTest::mouseClick(snapshot, Qt::LeftButton, {}, snapshot->node_rect(chosen).center().toPoint());
+  EXPECT_EQ(window.state().layer(), int(chosen));
+  window.document().wait_idle();
+  ASSERT_NE(layer->lines(), nullptr);
+  EXPECT_EQ(layer->lines()->layer, chosen);
+  EXPECT_FALSE(layer->shown_neurons().empty());
 }

@@ -314,16 +314,24 @@ void NeuronView::render_view(QPainter& painter, const QSize& size) {
     painter.drawText(QRectF(r.center().x() - 80, credit_area(size).top(), 160, 16), Qt::AlignCenter,
                      QFontMetrics(font).elidedText(layer_name(layer), Qt::ElideMiddle, 150));
   }
-  // Links, width by contribution within the hop, colour by sign.
+  // Links, width by contribution within the hop, colour by sign. Hop k joins column ±k to column ±(k + 1); nodes
+  // are found by column and neuron, because a hop's target may be an elementwise layer (a ReLU) standing for the
+  // column's layer neuron for neuron.
+  auto node_in_column = [&](int column, uint32_t neuron) -> QRectF {
+    for (const auto& n : nodes)
+      if (n.column == column && (n.neuron == neuron || column == 0)) return credit_node_rect(n.layer, n.neuron, size);
+    return {};
+  };
   for (const auto* trace : {&data_->forward, &data_->backward}) {
     if (!*trace) continue;
-    for (const auto& hop : (*trace)->hops) {
+    const int sign = (*trace)->direction == analysis::CreditDirection::Forward ? -1 : 1;
+    for (size_t k = 0; k < (*trace)->hops.size(); ++k) {
+      const auto& hop = (*trace)->hops[k];
       double largest = 0;
       for (const auto& link : hop.links) largest = std::max(largest, std::abs(link.contribution));
       for (const auto& link : hop.links) {
-        const QRectF a = credit_node_rect(hop.source_layer, link.source, size);
-        QRectF b = credit_node_rect(hop.target_layer, link.target, size);
-        if (b.isEmpty() && hop.target_layer != data_->layer) b = credit_node_rect(data_->layer, data_->neuron, size);
+        const QRectF a = node_in_column(sign * int(k + 1), link.source);
+        const QRectF b = node_in_column(sign * int(k), link.target);
         if (a.isEmpty() || b.isEmpty()) continue;
         const double weight = largest > 0 ? std::abs(link.contribution) / largest : 0;
         QColor color = link.contribution >= 0 ? positive_color() : negative_color();
@@ -392,7 +400,8 @@ void NeuronView::render_view(QPainter& painter, const QSize& size) {
   painter.drawText(QRectF(scale.left(), scale.bottom() + 1, 80, 14), Qt::AlignLeft, QString::number(-extent, 'g', 3));
   painter.drawText(QRectF(scale.right() - 80, scale.bottom() + 1, 80, 14), Qt::AlignRight,
                    QString::number(extent, 'g', 3));
-  painter.drawText(QRectF(scale.right() + 8, scale.top() - 3, 160, 14), Qt::AlignLeft, tr("black: NaN"));
+  painter.drawText(QRectF(scale.right() + 8, scale.top() - 3, 260, 14), Qt::AlignLeft,
+                   tr("black NaN · dark red +Inf · dark blue −Inf"));
 
   // --- Feature maps ---
   if (data_->channels > 0) {

@@ -207,6 +207,20 @@ void SnapshotView::render_view(QPainter& painter, const QSize& size) {
       path.moveTo(from);
       path.cubicTo(from + QPointF(0, -40 * scale), to + QPointF(0, -40 * scale), to);
       painter.setPen(QPen(QColor(150, 60, 160), 1.3, Qt::DashLine));
+    } else if (b.left() < a.left() && b.top() > a.bottom()) {
+      // Into a later band (a wrapped chain): down the gap above the target's band, then in from the left.
+      const Geometry g = geometry(size);
+      const int band = layout_.nodes[e.to].rank / std::max(1, int(g.dx));
+      const double gap_y = kMargin + kHeader + (band * g.dy - kBandGap / 2) * scale;
+      const QPointF from(a.right(), a.center().y()), to(b.left(), b.center().y());
+      const double out_x = from.x() + 12 * scale, in_x = std::max(2.0, to.x() - 12 * scale);
+      path.moveTo(from);
+      path.lineTo(out_x, from.y());
+      path.lineTo(out_x, gap_y);
+      path.lineTo(in_x, gap_y);
+      path.lineTo(in_x, to.y());
+      path.lineTo(to);
+      painter.setPen(QPen(QColor(150, 150, 150), 1.2));
     } else {
       const QPointF from(a.right(), a.center().y()), to(b.left(), b.center().y());
       const double bend = std::max(30.0 * scale, std::abs(to.x() - from.x()) / 2);

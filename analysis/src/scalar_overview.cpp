@@ -69,9 +69,20 @@ std::vector<ScalarColumn> ScalarOverview::columns(double from, double to, int co
         std::lower_bound(steps_.begin(), steps_.end(), step, [](int64_t s, double x) { return double(s) < x; }) -
         steps_.begin());
   };
+  // The next column's first point, searched from the previous one by galloping: a few nearby probes instead of a
+  // binary search over the whole (possibly huge, cache-cold) step array.
+  auto index_from = [this](size_t start, double step) {
+    const auto below = [step](int64_t s) { return double(s) < step; };
+    size_t lo = start, stride = 1;
+    while (lo + stride < steps_.size() && below(steps_[lo + stride])) lo += stride, stride *= 2;
+    const size_t hi = std::min(steps_.size(), lo + stride + 1);
+    return size_t(std::lower_bound(steps_.begin() + long(lo), steps_.begin() + long(hi), step,
+                                   [](int64_t s, double x) { return double(s) < x; }) -
+                  steps_.begin());
+  };
   size_t begin = index_at(from);
   for (int c = 0; c < columns; ++c) {
-    const size_t end = c + 1 == columns ? index_at(to) : index_at(from + width * (c + 1));
+    const size_t end = index_from(begin, c + 1 == columns ? to : from + width * (c + 1));
     ScalarColumn& col = out[size_t(c)];
     if (end > begin) {
       const Node n = query(begin, end);

@@ -218,11 +218,20 @@ void LossView::render_view(QPainter& painter, const QSize& size) {
   painter.setClipRect(plot.adjusted(0, -4, 0, 4));
   const int columns = plot.width();
   std::vector<bool> non_finite(size_t(columns), false);
-  for (const auto& s : series_) {
+  for (auto& s : series_) {
     if (!s.visible || !s.overview) continue;
-    const auto cols = s.overview->columns(view_first_, view_last_, columns);
+    // The reduction is kept until the range, the width or the data change: a repaint (focus moved, window exposed)
+    // only draws.
+    if (s.columns_first != view_first_ || s.columns_last != view_last_ || int(s.columns.size()) != columns) {
+      s.columns = s.overview->columns(view_first_, view_last_, columns);
+      s.columns_first = view_first_;
+      s.columns_last = view_last_;
+    }
+    const auto& cols = s.columns;
+    // A vertical stroke from min to max per column holding several points; a line from each column's last point to
+    // the next column's first.
     QVector<QLineF> lines;
-    lines.reserve(columns * 2);
+    lines.reserve(2 * columns);
     bool have_prev = false;
     QPointF prev;
     for (int c = 0; c < columns; ++c) {
@@ -234,14 +243,14 @@ void LossView::render_view(QPainter& painter, const QSize& size) {
         continue;
       }
       const double x = plot.left() + c + 0.5;
-      const QPointF top(x, y_for_value(col.max, plot)), bottom(x, y_for_value(col.min, plot));
+      const double top = y_for_value(col.max, plot), bottom = y_for_value(col.min, plot);
       const QPointF first(x, y_for_value(col.first, plot)), last(x, y_for_value(col.last, plot));
       if (have_prev) lines.append(QLineF(prev, first));
-      lines.append(QLineF(top.x(), top.y() - 0.5, bottom.x(), bottom.y() + 0.5));
+      if (bottom - top >= 1) lines.append(QLineF(x, top, x, bottom));
       prev = last;
       have_prev = true;
     }
-    painter.setPen(QPen(s.color, 1.2));
+    painter.setPen(QPen(s.color, 1));  // width 1: the raster engine's fast line path
     painter.drawLines(lines);
   }
   painter.setClipping(false);

@@ -59,6 +59,8 @@ class LossView : public RunView {
     QColor color;
     bool visible = true;
     std::shared_ptr<const analysis::ScalarOverview> overview;
+    std::vector<analysis::ScalarColumn> columns;  // the last reduction drawn, for [columns_first, columns_last)
+    double columns_first = 0, columns_last = -1;
   };
   void load();
   double y_for_value(double value, const QRect& plot) const;

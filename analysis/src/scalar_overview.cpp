@@ -9,32 +9,25 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 }
 
+ScalarOverview::Node ScalarOverview::leaf(double v) {
+  if (std::isfinite(v)) return {v, v, v > 0 ? v : kInf, 8};
+  return {kInf, -kInf, kInf, uint8_t(std::isnan(v) ? 1 : v > 0 ? 2 : 4)};
+}
+
 ScalarOverview::ScalarOverview(std::vector<int64_t> steps, std::vector<double> values)
     : steps_(std::move(steps)), values_(std::move(values)) {
   values_.resize(steps_.size(), std::numeric_limits<double>::quiet_NaN());
-  std::vector<Node> base(values_.size());
-  for (size_t i = 0; i < values_.size(); ++i) {
-    const double v = values_[i];
-    Node& n = base[i];
-    if (std::isfinite(v)) {
-      n = {v, v, v > 0 ? v : kInf, 8};
-    } else {
-      n = {kInf, -kInf, kInf, uint8_t(std::isnan(v) ? 1 : v > 0 ? 2 : 4)};
-    }
-  }
+  // The pyramid starts at blocks of kBlock points: the points themselves are the finest level (a quarter of the
+  // memory, and a query's ends scan a few neighbouring values instead of visiting scattered nodes).
+  std::vector<Node> base((values_.size() + kBlock - 1) / kBlock, Node{kInf, -kInf, kInf, 0});
+  for (size_t i = 0; i < values_.size(); ++i) merge(base[i / kBlock], leaf(values_[i]));
   levels_.push_back(std::move(base));
   while (levels_.back().size() > 1) {
     const auto& below = levels_.back();
     std::vector<Node> up((below.size() + 1) / 2);
     for (size_t i = 0; i < up.size(); ++i) {
-      const Node& a = below[2 * i];
-      if (2 * i + 1 < below.size()) {
-        const Node& b = below[2 * i + 1];
-        up[i] = {std::min(a.min, b.min), std::max(a.max, b.max), std::min(a.min_positive, b.min_positive),
-                 uint8_t(a.flags | b.flags)};
-      } else {
-        up[i] = a;
-      }
+      up[i] = below[2 * i];
+      if (2 * i + 1 < below.size()) merge(up[i], below[2 * i + 1]);
     }
     levels_.push_back(std::move(up));
   }
@@ -42,17 +35,16 @@ ScalarOverview::ScalarOverview(std::vector<int64_t> steps, std::vector<double> v
 
 ScalarOverview::Node ScalarOverview::query(size_t begin, size_t end) const {
   Node out{kInf, -kInf, kInf, 0};
-  auto merge = [&out](const Node& n) {
-    out.min = std::min(out.min, n.min);
-    out.max = std::max(out.max, n.max);
-    out.min_positive = std::min(out.min_positive, n.min_positive);
-    out.flags |= n.flags;
-  };
-  // Climb the pyramid: whole aligned blocks from both ends inwards, O(log n).
+  // The partial blocks at both ends, point by point.
+  while (begin < end && begin % kBlock) merge(out, leaf(values_[begin++]));
+  while (end > begin && end % kBlock) merge(out, leaf(values_[--end]));
+  // Then whole aligned blocks from both ends inwards, climbing the pyramid: O(log n).
+  begin /= kBlock;
+  end /= kBlock;
   size_t level = 0;
   while (begin < end) {
-    if (begin & 1) merge(levels_[level][begin++]);
-    if (end & 1) merge(levels_[level][--end]);
+    if (begin & 1) merge(out, levels_[level][begin++]);
+    if (end & 1) merge(out, levels_[level][--end]);
     begin >>= 1;
     end >>= 1;
     ++level;

@@ -69,6 +69,9 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
   connect(&document_, &RunDocument::progress, this, &MainWindow::show_progress);
   connect(&document_, &RunDocument::opened, this, &MainWindow::on_opened);
   connect(&document_, &RunDocument::report_ready, this, &MainWindow::on_report_ready);
+  connect(&document_, &RunDocument::snapshots_ready, this, [this] {
+    if (!document_.has_report()) state_.set_focus_step(document_.nearest_snapshot_step(state_.focus_step()));
+  });
   connect(&document_, &RunDocument::grew, this,
           [this] { statusBar()->showMessage(tr("Run grew to step %1").arg(document_.last_step()), 3000); });
   connect(&document_, &RunDocument::open_failed, this, [this](const QString& message) {
@@ -253,8 +256,8 @@ void MainWindow::on_opened() {
     notices << tr("This run has no closing index: it is still being written (followed live) or was cut off.");
   notice_->setText(notices.join('\n'));
   notice_->setVisible(!notices.isEmpty());
-  // Start at the last snapshot: where a failed run ended.
-  if (!document_.snapshot_steps().empty()) state_.set_focus_step(document_.snapshot_steps().back());
+  // Start at the end: where a failed run ended (the top anomaly takes over once the analysis is done).
+  state_.set_focus_step(document_.last_step());
 }
 
 void MainWindow::on_report_ready() {

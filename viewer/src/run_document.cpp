@@ -19,10 +19,12 @@ struct RunContents {
   QStringList notices;
 };
 
-RunContents read_contents(format::RunReader& reader) {
+// `with_snapshot_steps`: finding them decodes every layer-summary chunk, which is a scan on a large run; the first
+// paint does not wait for it.
+RunContents read_contents(format::RunReader& reader, bool with_snapshot_steps) {
   RunContents c;
   c.scalars = reader.read_scalars();
-  c.snapshot_steps = reader.snapshot_steps();
+  if (with_snapshot_steps) c.snapshot_steps = reader.snapshot_steps();
   c.first_step = reader.first_step();
   c.last_step = reader.last_step();
   c.complete = reader.complete();
@@ -75,7 +77,7 @@ void RunDocument::open(const QString& run_dir) {
     try {
       reader = std::make_shared<format::RunReader>(path.toStdString(), reader_options);
       emit progress(tr("Reading scalars"), 0.05);
-      contents = std::make_shared<RunContents>(read_contents(*reader));
+      contents = std::make_shared<RunContents>(read_contents(*reader, false));
     } catch (const std::exception& e) {
       message = QString::fromStdString(e.what());
       reader.reset();
@@ -98,7 +100,8 @@ void RunDocument::open(const QString& run_dir) {
       complete_ = contents->complete;
       notices_ = contents->notices;
       report_.reset();
-      emit opened();
+      emit opened();  // the views queue what they need for a first paint
+      load_snapshot_steps();
       start_analysis();
       // A run without its footers is either still being written or torn by a crash: follow it either way; a torn
       // run simply never grows.
@@ -132,6 +135,15 @@ void RunDocument::start_analysis() {
       });
 }
 
+void RunDocument::load_snapshot_steps() {
+  run<std::vector<int64_t>>(
+      this, [](format::RunReader& reader) { return reader.snapshot_steps(); },
+      [this](std::vector<int64_t> steps) {
+        snapshot_steps_ = std::move(steps);
+        emit snapshots_ready();
+      });
+}
+
 void RunDocument::set_follow(bool follow) {
   if (follow && reader_)
     follow_timer_.start();
@@ -146,7 +158,7 @@ void RunDocument::poll_for_growth() {
       [was_complete = complete_](format::RunReader& reader) -> std::optional<RunContents> {
         // The closing footer adds no chunk but completes the run.
         if (!reader.refresh() && reader.complete() == was_complete) return std::nullopt;
-        return read_contents(reader);
+        return read_contents(reader, true);
       },
       [this](std::optional<RunContents> contents) {
         if (!contents) return;

@@ -36,7 +36,8 @@ class RunDocument : public QObject {
   ~RunDocument() override;  // waits for the background thread
 
   // Opens a run in the background: progress(), then opened() once scalars and the layer graph are read (enough for a
-  // first paint), then report_ready() once the anomaly analysis is done. open_failed() carries a sentence naming the
+  // first paint; this reads only the index and the scalars), snapshots_ready() once the steps with layer data are
+  // known, then report_ready() once the anomaly analysis is done. open_failed() carries a sentence naming the
   // path. Opening another run closes the current one.
   void open(const QString& run_dir);
   bool is_open() const { return reader_ != nullptr; }
@@ -46,6 +47,7 @@ class RunDocument : public QObject {
   const format::RunMetadata& metadata() const;
   const analysis::LayerGraph& graph() const { return *graph_; }
   const std::vector<format::ScalarSeries>& scalars() const { return scalars_; }
+  // Steps with layer data, sorted; empty until snapshots_ready().
   const std::vector<int64_t>& snapshot_steps() const { return snapshot_steps_; }
   int64_t first_step() const { return first_step_; }
   int64_t last_step() const { return last_step_; }
@@ -81,6 +83,7 @@ class RunDocument : public QObject {
   void progress(const QString& stage, double fraction);  // fraction in [0, 1]
   void opened();
   void open_failed(const QString& message);
+  void snapshots_ready();
   void report_ready();
   void grew();
   void error(const QString& message);  // a background request failed and had no handler
@@ -90,6 +93,7 @@ class RunDocument : public QObject {
   void deliver(QObject* context, std::function<void()> on_gui_thread);
   void poll_for_growth();
   void start_analysis();
+  void load_snapshot_steps();
 
   DocumentOptions options_;
   QThreadPool pool_;  // exactly one thread

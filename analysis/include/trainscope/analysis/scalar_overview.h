@@ -42,11 +42,19 @@ class ScalarOverview {
     double min, max, min_positive;
     uint8_t flags;  // 1 NaN, 2 +Inf, 4 -Inf, 8 any finite
   };
+  static constexpr size_t kBlock = 8;  // points per node of the finest pyramid level
+  static Node leaf(double value);
+  static void merge(Node& into, const Node& n) {
+    into.min = n.min < into.min ? n.min : into.min;
+    into.max = n.max > into.max ? n.max : into.max;
+    into.min_positive = n.min_positive < into.min_positive ? n.min_positive : into.min_positive;
+    into.flags |= n.flags;
+  }
   Node query(size_t begin, size_t end) const;  // over points [begin, end)
 
   std::vector<int64_t> steps_;
   std::vector<double> values_;
-  std::vector<std::vector<Node>> levels_;  // levels_[k][i] covers points [i·2^k, (i+1)·2^k)
+  std::vector<std::vector<Node>> levels_;  // levels_[k][i] covers points [i·8·2^k, (i+1)·8·2^k)
 };
 
 // Exponential moving average with the given weight of the past (0 = none, 0.99 = heavy), as TensorBoard smooths:

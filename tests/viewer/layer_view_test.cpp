@@ -19,13 +19,6 @@ using trainscope::viewer::ViewerState;
 
 namespace {
 
-QImage render(LayerView& view) {
-  QImage image(view.size(), QImage::Format_ARGB32_Premultiplied);
-  QPainter painter(&image);
-  view.render_view(painter, view.size());
-  return image;
-}
-
 int layer_id(const RunDocument& document, const std::string& name) {
   auto id = trainscope::analysis::find_layer(document.graph(), name);
   EXPECT_TRUE(id.has_value()) << name;
@@ -52,7 +45,7 @@ TEST(LayerView, SelectingALayerLoadsItsNeuronsAndABrushSelectsTheLinesItCrosses)
   EXPECT_GT(series.neuron_count, 1u);
   EXPECT_TRUE(std::is_sorted(series.steps.begin(), series.steps.end()));
   EXPECT_FALSE(view.shown_neurons().empty());
-  EXPECT_GT(ts::distinct_colors(render(view), view.plot_rect(view.size())), 5);
+  EXPECT_GT(ts::distinct_colors(ts::render(view), view.plot_rect(view.size())), 5);
 
   // Brush a band across the middle of the chart: the selection is exactly the lines crossing it, checked here
   // segment by segment against the data.
@@ -109,7 +102,7 @@ TEST(LayerView, OutlierFilterAndNanMarks) {
   EXPECT_GE(view.shown_neurons().size(), outliers.size());
 
   // Red ticks at the chart's top edge from step 120's x on, none before.
-  const QImage image = render(view);
+  const QImage image = ts::render(view);
   const QRect plot = view.plot_rect(view.size());
   const int x_nan = int(view.point_for(121, 0, view.size()).x());
   const QRect after(x_nan, plot.top() - 8, plot.right() - x_nan, 8);

@@ -18,13 +18,6 @@ using trainscope::viewer::ViewerState;
 
 namespace {
 
-QImage render(LossView& view) {
-  QImage image(view.size(), QImage::Format_ARGB32_Premultiplied);
-  QPainter painter(&image);
-  view.render_view(painter, view.size());
-  return image;
-}
-
 // A run of `steps` steps with one scalar, 1.0 everywhere but a spike of 100 at `spike_step`.
 std::filesystem::path write_spike_run(const std::filesystem::path& dir, int64_t steps, int64_t spike_step) {
   trainscope::format::RunMetadata m;
@@ -53,7 +46,7 @@ TEST(LossView, MarksTheAbnormalSnapshotsWhereTheDataSaysAndAClickFocusesThem) {
   ASSERT_TRUE(ts::open_and_wait(document, run));
   ASSERT_FALSE(document.report().anomalies.empty());
   const auto& anomaly = document.report().anomalies.front();  // the NaN at step 120
-  const QImage image = render(view);
+  const QImage image = ts::render(view);
   const int x = int(std::lround(view.x_for_step(double(anomaly.step) + 0.5)));
   const QRect plot = view.plot_rect(view.size());
   // The marker above the plot at the anomaly's x, in the non-finite colour; none far from it.
@@ -85,7 +78,7 @@ TEST(LossView, AOneStepSpikeInAHundredThousandStepsStaysVisibleAndZoomKeepsIt) {
     const QRect upper(plot.left(), plot.top() + 20, plot.width(), plot.height() / 3 - 18);  // below the legend
     return image.width() ? ts::count_color(image, QColor(31, 119, 180), 12, upper) : 0;
   };
-  EXPECT_GT(spike_pixels(render(view)), 10);
+  EXPECT_GT(spike_pixels(ts::render(view)), 10);
   // Zoom in with the wheel around the spike: the range narrows and the spike is still there.
   const QPoint at(int(view.x_for_step(61234)), plot.center().y());
   for (int i = 0; i < 10; ++i) {
@@ -96,10 +89,10 @@ TEST(LossView, AOneStepSpikeInAHundredThousandStepsStaysVisibleAndZoomKeepsIt) {
   EXPECT_LT(last - first, 100000 * 0.3);
   EXPECT_LE(first, 61234);
   EXPECT_GE(last, 61234);
-  EXPECT_GT(spike_pixels(render(view)), 10);
+  EXPECT_GT(spike_pixels(ts::render(view)), 10);
   // Zoomed away from the spike, it is gone from the picture.
   view.set_visible_range(0, 1000);
-  EXPECT_EQ(spike_pixels(render(view)), 0);
+  EXPECT_EQ(spike_pixels(ts::render(view)), 0);
 }
 
 TEST(LossView, KeyLTogglesLogScaleAndHomeResets) {
@@ -111,10 +104,10 @@ TEST(LossView, KeyLTogglesLogScaleAndHomeResets) {
   view.resize(600, 300);
   view.show();
   ASSERT_TRUE(ts::open_and_wait(document, run));
-  const QImage linear = render(view);
+  const QImage linear = ts::render(view);
   QTest::keyClick(&view, Qt::Key_L);
   EXPECT_TRUE(view.log_scale());
-  EXPECT_NE(render(view), linear);
+  EXPECT_NE(ts::render(view), linear);
   QTest::keyClick(&view, Qt::Key_L);
   EXPECT_FALSE(view.log_scale());
   view.set_visible_range(10, 50);

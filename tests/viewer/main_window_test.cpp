@@ -30,21 +30,6 @@ using trainscope::viewer::AnomalyTableModel;
 using trainscope::viewer::LayerTreeModel;
 using trainscope::viewer::MainWindow;
 
-namespace {
-
-// Runs a command, returning its exit status and (merged) output.
-int run_command(const std::string& command, std::string* output) {
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  if (!pipe) return -1;
-  char buffer[4096];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output->append(buffer, n);
-  const int status = ::pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-}  // namespace
-
 TEST(MainWindow, OpensARunAndSelectsTheTopAnomalyAndItsSuspect) {
   ts::TempDir dir;
   const auto run = ts::write_run("nan_in_fc2", dir.path());
@@ -192,24 +177,23 @@ TEST(ScreenshotCommand, RendersEachViewAndRejectsBadArguments) {
   const std::string viewer = TRAINSCOPE_VIEWER;
   for (const char* view : {"loss", "snapshot", "layer", "neuron"}) {
     const auto out = dir.path() / (std::string(view) + ".png");
-    std::string output;
-    const int status = run_command(
-        viewer + " " + run.string() + " --screenshot " + out.string() + " --view " + view + " --size 800x500", &output);
-    EXPECT_EQ(status, 0) << output;
+    const auto result = ts::run_command(viewer + " " + run.string() + " --screenshot " + out.string() + " --view " +
+                                        view + " --size 800x500");
+    EXPECT_EQ(result.status, 0) << result.output;
     QImage image(QString::fromStdString(out.string()));
     ASSERT_FALSE(image.isNull()) << view;
     EXPECT_EQ(image.size(), QSize(800, 500));
     EXPECT_GT(ts::distinct_colors(image), 2) << view;
   }
-  std::string output;
-  EXPECT_EQ(run_command(viewer + " /nonexistent/run --screenshot " + (dir.path() / "x.png").string(), &output), 1);
-  EXPECT_NE(output.find("/nonexistent/run"), std::string::npos) << output;
-  output.clear();
-  EXPECT_EQ(run_command(viewer + " " + run.string() + " --screenshot x.png --view graph", &output), 2);
-  EXPECT_NE(output.find("--view"), std::string::npos) << output;
-  output.clear();
-  EXPECT_EQ(run_command(viewer + " " + run.string() + " --screenshot x.png --layer nope", &output), 2);
-  EXPECT_NE(output.find("--layer"), std::string::npos) << output;
+  auto missing = ts::run_command(viewer + " /nonexistent/run --screenshot " + (dir.path() / "x.png").string());
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_NE(missing.output.find("/nonexistent/run"), std::string::npos) << missing.output;
+  auto bad_view = ts::run_command(viewer + " " + run.string() + " --screenshot x.png --view graph");
+  EXPECT_EQ(bad_view.status, 2);
+  EXPECT_NE(bad_view.output.find("--view"), std::string::npos) << bad_view.output;
+  auto bad_layer = ts::run_command(viewer + " " + run.string() + " --screenshot x.png --layer nope");
+  EXPECT_EQ(bad_layer.status, 2);
+  EXPECT_NE(bad_layer.output.find("--layer"), std::string::npos) << bad_layer.output;
 }
 
 TEST(RunDocument, FollowsARunStillBeingWritten) {

@@ -15,17 +15,6 @@ using trainscope::viewer::NeuronView;
 using trainscope::viewer::RunDocument;
 using trainscope::viewer::ViewerState;
 
-namespace {
-
-QImage render(NeuronView& view) {
-  QImage image(view.size(), QImage::Format_ARGB32_Premultiplied);
-  QPainter painter(&image);
-  view.render_view(painter, view.size());
-  return image;
-}
-
-}  // namespace
-
 TEST(NeuronView, DrawsTheStrongestDriverAndSelectsFromTheGrid) {
   ts::TempDir dir;
   const auto run = dir.path() / "credit";
@@ -53,7 +42,7 @@ TEST(NeuronView, DrawsTheStrongestDriverAndSelectsFromTheGrid) {
   EXPECT_EQ(hop.neurons.front().neuron, 3u);
   const QRectF driver = view.credit_node_rect(1, 3, view.size());
   ASSERT_FALSE(driver.isEmpty());
-  const QImage image = render(view);
+  const QImage image = ts::render(view);
   // The node is filled with the positive end of the scale (its share is the largest) and sits left of the focus.
   EXPECT_GT(ts::count_color(image, NeuronView::positive_color(), 60, driver.toAlignedRect()), 10);
   EXPECT_LT(driver.center().x(), view.credit_node_rect(2, 1, view.size()).center().x());
@@ -66,7 +55,7 @@ TEST(NeuronView, DrawsTheStrongestDriverAndSelectsFromTheGrid) {
   EXPECT_FLOAT_EQ(view.data()->values[3], ts::credit_run_activation(10, 3));
   const QRectF cell = view.grid_cell_rect(3, view.size());
   ASSERT_FALSE(cell.isEmpty());
-  const QColor c = render(view).pixelColor(cell.center().toPoint());
+  const QColor c = ts::render(view).pixelColor(cell.center().toPoint());
   EXPECT_EQ(c, NeuronView::positive_color());
   // A click on neuron 2's cell selects it.
   QTest::mouseClick(&view, Qt::LeftButton, {}, view.grid_cell_rect(2, view.size()).center().toPoint());
@@ -89,7 +78,7 @@ TEST(NeuronView, ConvChannelsAsFeatureMapsAndAClearNoteWithoutWeights) {
   ASSERT_NE(view.data(), nullptr);
   EXPECT_EQ(view.data()->channels, 2);
   EXPECT_EQ(view.data()->map_step, 10);
-  const QImage image = render(view);
+  const QImage image = ts::render(view);
   // Channel 1's tile: its largest value (18, bottom right) is drawn in the positive colour.
   const QRectF tile = view.feature_map_rect(1, view.size());
   ASSERT_FALSE(tile.isEmpty());

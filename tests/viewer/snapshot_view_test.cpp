@@ -15,17 +15,6 @@ using trainscope::viewer::RunDocument;
 using trainscope::viewer::SnapshotView;
 using trainscope::viewer::ViewerState;
 
-namespace {
-
-QImage render(SnapshotView& view) {
-  QImage image(view.size(), QImage::Format_ARGB32_Premultiplied);
-  QPainter painter(&image);
-  view.render_view(painter, view.size());
-  return image;
-}
-
-}  // namespace
-
 TEST(SnapshotView, TheSuspectIsColouredWhereTheLayoutPutsItAndAClickSelectsALayer) {
   ts::TempDir dir;
   const auto run = ts::write_run("nan_in_fc2", dir.path());
@@ -48,7 +37,7 @@ TEST(SnapshotView, TheSuspectIsColouredWhereTheLayoutPutsItAndAClickSelectsALaye
   EXPECT_EQ(view.suspect_rank(fc2), 1);
   const QRectF r = view.node_rect(fc2);
   ASSERT_FALSE(r.isEmpty());
-  const QImage image = render(view);
+  const QImage image = ts::render(view);
   // The border of fc2's node is in the suspect colour; another node that is no suspect has none of it.
   const QRect border = r.toAlignedRect().adjusted(-2, -2, 2, 2);
   EXPECT_GT(ts::count_color(image, SnapshotView::suspect_color(), 30, border), 40);
@@ -65,7 +54,7 @@ TEST(SnapshotView, TheSuspectIsColouredWhereTheLayoutPutsItAndAClickSelectsALaye
   QTest::mouseClick(&view, Qt::LeftButton, {}, view.node_rect(other.layer).center().toPoint());
   EXPECT_EQ(state.layer(), int(other.layer));
   const QRect around = view.node_rect(other.layer).toAlignedRect().adjusted(-4, -4, 4, 4);
-  EXPECT_GT(ts::count_color(render(view), SnapshotView::selection_color(), 30, around), 40);
+  EXPECT_GT(ts::count_color(ts::render(view), SnapshotView::selection_color(), 30, around), 40);
 }
 
 TEST(SnapshotView, MovingTheFocusReloadsTheWindowAndGroupsCollapse) {

@@ -5,28 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <QElapsedTimer>
+#include <QPainter>
 #include <QSet>
 
-#include <atomic>
-#include <cstdlib>
-#include <random>
-
-#include <unistd.h>
-
 namespace trainscope::testing {
-
-TempDir::TempDir() {
-  static std::atomic<int> counter{0};
-  path_ = std::filesystem::temp_directory_path() /
-          ("trainscope-viewer-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-  std::filesystem::remove_all(path_);
-  std::filesystem::create_directories(path_);
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
 
 std::filesystem::path write_run(const std::string& name, const std::filesystem::path& dir) {
   const auto run = dir / name;
@@ -49,6 +31,13 @@ bool open_and_wait(viewer::RunDocument& document, const std::filesystem::path& r
   EXPECT_TRUE(document.is_open());
   EXPECT_TRUE(document.has_report());
   return !failed && document.is_open();
+}
+
+QImage render(viewer::RunView& view) {
+  QImage image(view.size(), QImage::Format_ARGB32_Premultiplied);
+  QPainter painter(&image);
+  view.render_view(painter, view.size());
+  return image;
 }
 
 int distinct_colors(const QImage& image, QRect rect) {

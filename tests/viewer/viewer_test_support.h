@@ -1,7 +1,10 @@
-// Helpers for the viewer tests: a synthetic run in a temporary directory, an opened document, image checks.
+// Helpers for the viewer tests: a synthetic run, an opened document, image checks (and, from tests/format, TempDir
+// and run_command).
 #pragma once
 
 #include "run_document.h"
+#include "run_view.h"
+#include "test_support.h"  // TempDir, run_command
 #include "viewer_state.h"
 
 #include <QImage>
@@ -13,22 +16,14 @@
 
 namespace trainscope::testing {
 
-// A fresh temporary directory, removed at destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
 // Writes the synthetic run `name` (see tests/analysis/synthetic_runs.h) under `dir` and returns its path.
 std::filesystem::path write_run(const std::string& name, const std::filesystem::path& dir);
 
 // Opens `run` and waits until it is open and analysed; fails the test (and returns false) on an open failure.
 bool open_and_wait(viewer::RunDocument& document, const std::filesystem::path& run);
+
+// The view drawn at its widget size, as the screen, the export and the screenshots draw it.
+QImage render(viewer::RunView& view);
 
 // Number of distinct colours in `rect` of `image` (a blank or single-colour image has 1).
 int distinct_colors(const QImage& image, QRect rect = {});

@@ -199,17 +199,13 @@ double LayerView::step_at(size_t point) const {
 
 void LayerView::render_view(QPainter& painter, const QSize& size) {
   painter.save();
-  painter.fillRect(QRect(QPoint(0, 0), size), Qt::white);
-  QFont font = this->font();
-  font.setPointSizeF(8);
-  painter.setFont(font);
+  const QFont font = begin_render(painter, size);
   if (!lines_) {
-    painter.setPen(Qt::gray);
-    const QString text = !document_.is_open() ? tr("Open a run: File ▸ Open (Ctrl+O)")
-                         : waiting()          ? tr("Loading…")
-                         : message_.isEmpty() ? tr("Select a layer in the snapshot view or the layer list.")
-                                              : message_;
-    painter.drawText(QRect(QPoint(0, 0), size), Qt::AlignCenter | Qt::TextWordWrap, text);
+    draw_hint(painter, size,
+              !document_.is_open() ? tr("Open a run: File ▸ Open (Ctrl+O)")
+              : waiting()          ? tr("Loading…")
+              : message_.isEmpty() ? tr("Select a layer in the snapshot view or the layer list.")
+                                   : message_);
     painter.restore();
     return;
   }

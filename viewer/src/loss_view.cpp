@@ -184,9 +184,7 @@ void LossView::render_view(QPainter& painter, const QSize& size) {
   const QRect plot = plot_rect(size);
   painter.setFont(QFont(font().family(), 8));
   if (!document_.is_open() || series_.empty()) {
-    painter.setPen(Qt::gray);
-    painter.drawText(QRect(QPoint(0, 0), size), Qt::AlignCenter,
-                     document_.is_open() ? tr("No scalars recorded") : tr("Open a run: File ▸ Open (Ctrl+O)"));
+    draw_hint(painter, size, document_.is_open() ? tr("No scalars recorded") : tr("Open a run: File ▸ Open (Ctrl+O)"));
     painter.restore();
     return;
   }

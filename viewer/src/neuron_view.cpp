@@ -272,18 +272,13 @@ QRectF NeuronView::credit_node_rect(uint32_t layer, uint32_t neuron, const QSize
 
 void NeuronView::render_view(QPainter& painter, const QSize& size) {
   painter.save();
-  painter.fillRect(QRect(QPoint(0, 0), size), Qt::white);
-  painter.setRenderHint(QPainter::Antialiasing);
-  QFont font = this->font();
-  font.setPointSizeF(8);
-  painter.setFont(font);
+  const QFont font = begin_render(painter, size);
   if (!data_) {
-    painter.setPen(Qt::gray);
-    const QString text = !document_.is_open() ? tr("Open a run: File ▸ Open (Ctrl+O)")
-                         : waiting()          ? tr("Loading…")
-                         : message_.isEmpty() ? tr("Select a layer, then a neuron.")
-                                              : message_;
-    painter.drawText(QRect(QPoint(0, 0), size), Qt::AlignCenter | Qt::TextWordWrap, text);
+    draw_hint(painter, size,
+              !document_.is_open() ? tr("Open a run: File ▸ Open (Ctrl+O)")
+              : waiting()          ? tr("Loading…")
+              : message_.isEmpty() ? tr("Select a layer, then a neuron.")
+                                   : message_);
     painter.restore();
     return;
   }

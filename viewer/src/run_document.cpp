@@ -10,19 +10,10 @@
 namespace trainscope::viewer {
 namespace {
 
-// What the reader thread reads on open and on growth: everything the GUI thread keeps a copy of.
-struct RunContents {
-  std::vector<format::ScalarSeries> scalars;
-  std::vector<int64_t> snapshot_steps;
-  int64_t first_step = 0, last_step = 0;
-  bool complete = true;
-  QStringList notices;
-};
-
 // `with_snapshot_steps`: finding them decodes every layer-summary chunk, which is a scan on a large run; the first
 // paint does not wait for it.
-RunContents read_contents(format::RunReader& reader, bool with_snapshot_steps) {
-  RunContents c;
+RunDocument::Contents read_contents(format::RunReader& reader, bool with_snapshot_steps) {
+  RunDocument::Contents c;
   c.scalars = reader.read_scalars();
   if (with_snapshot_steps) c.snapshot_steps = reader.snapshot_steps();
   c.first_step = reader.first_step();
@@ -72,12 +63,12 @@ void RunDocument::open(const QString& run_dir) {
   emit progress(tr("Opening %1").arg(path), 0.0);
   post([this, generation, path, reader_options] {
     std::shared_ptr<format::RunReader> reader;
-    std::shared_ptr<RunContents> contents;
+    std::shared_ptr<Contents> contents;
     QString message;
     try {
       reader = std::make_shared<format::RunReader>(path.toStdString(), reader_options);
       emit progress(tr("Reading scalars"), 0.05);
-      contents = std::make_shared<RunContents>(read_contents(*reader, false));
+      contents = std::make_shared<Contents>(read_contents(*reader, false));
     } catch (const std::exception& e) {
       message = QString::fromStdString(e.what());
       reader.reset();
@@ -93,12 +84,8 @@ void RunDocument::open(const QString& run_dir) {
       path_ = path;
       reader_ = reader;
       graph_ = std::make_unique<analysis::LayerGraph>(reader_->metadata());
-      scalars_ = std::move(contents->scalars);
-      snapshot_steps_ = std::move(contents->snapshot_steps);
-      first_step_ = contents->first_step;
-      last_step_ = contents->last_step;
-      complete_ = contents->complete;
-      notices_ = contents->notices;
+      snapshot_steps_.clear();  // found after the first paint (load_snapshot_steps)
+      apply(std::move(*contents));
       report_.reset();
       emit opened();  // the views queue what they need for a first paint
       load_snapshot_steps();
@@ -135,6 +122,15 @@ void RunDocument::start_analysis() {
       });
 }
 
+void RunDocument::apply(Contents&& contents) {
+  scalars_ = std::move(contents.scalars);
+  if (!contents.snapshot_steps.empty()) snapshot_steps_ = std::move(contents.snapshot_steps);
+  first_step_ = contents.first_step;
+  last_step_ = contents.last_step;
+  complete_ = contents.complete;
+  notices_ = contents.notices;
+}
+
 void RunDocument::load_snapshot_steps() {
   run<std::vector<int64_t>>(
       this, [](format::RunReader& reader) { return reader.snapshot_steps(); },
@@ -153,21 +149,16 @@ void RunDocument::set_follow(bool follow) {
 
 void RunDocument::poll_for_growth() {
   if (!reader_ || pending_.load() > 0) return;  // never queue polls behind real work
-  run<std::optional<RunContents>>(
+  run<std::optional<Contents>>(
       this,
-      [was_complete = complete_](format::RunReader& reader) -> std::optional<RunContents> {
+      [was_complete = complete_](format::RunReader& reader) -> std::optional<Contents> {
         // The closing footer adds no chunk but completes the run.
         if (!reader.refresh() && reader.complete() == was_complete) return std::nullopt;
         return read_contents(reader, true);
       },
-      [this](std::optional<RunContents> contents) {
+      [this](std::optional<Contents> contents) {
         if (!contents) return;
-        scalars_ = std::move(contents->scalars);
-        snapshot_steps_ = std::move(contents->snapshot_steps);
-        first_step_ = contents->first_step;
-        last_step_ = contents->last_step;
-        complete_ = contents->complete;
-        notices_ = contents->notices;
+        apply(std::move(*contents));
         emit grew();
         if (QDateTime::currentMSecsSinceEpoch() - last_analysis_ms_ >= options_.reanalyze_interval_ms) start_analysis();
         if (complete_) set_follow(false);

@@ -88,7 +88,18 @@ class RunDocument : public QObject {
   void grew();
   void error(const QString& message);  // a background request failed and had no handler
 
+ public:
+  // What the reader thread reads on open and on growth: everything the GUI thread keeps a copy of.
+  struct Contents {
+    std::vector<format::ScalarSeries> scalars;
+    std::vector<int64_t> snapshot_steps;
+    int64_t first_step = 0, last_step = 0;
+    bool complete = true;
+    QStringList notices;
+  };
+
  private:
+  void apply(Contents&& contents);
   void post(std::function<void()> task);
   void deliver(QObject* context, std::function<void()> on_gui_thread);
   void poll_for_growth();

@@ -15,6 +15,20 @@ void RunView::paintEvent(QPaintEvent*) {
   render_view(painter, size());
 }
 
+QFont RunView::begin_render(QPainter& painter, const QSize& size) const {
+  painter.fillRect(QRect(QPoint(0, 0), size), Qt::white);
+  painter.setRenderHint(QPainter::Antialiasing);
+  QFont small = font();
+  small.setPointSizeF(8);
+  painter.setFont(small);
+  return small;
+}
+
+void RunView::draw_hint(QPainter& painter, const QSize& size, const QString& text) {
+  painter.setPen(Qt::gray);
+  painter.drawText(QRect(QPoint(0, 0), size), Qt::AlignCenter | Qt::TextWordWrap, text);
+}
+
 QString export_view(RunView& view, const QString& file, QSize size) {
   if (!size.isValid() || size.isEmpty()) size = view.size();
   if (size.isEmpty()) size = QSize(1200, 800);

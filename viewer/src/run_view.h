@@ -30,6 +30,10 @@ class RunView : public QWidget {
 
  protected:
   void paintEvent(QPaintEvent* event) override;
+  // Every view's render starts alike: white background, antialiasing, the views' small font (returned).
+  QFont begin_render(QPainter& painter, const QSize& size) const;
+  // A grey sentence in the middle of the view: what to do, or why there is nothing to show.
+  static void draw_hint(QPainter& painter, const QSize& size, const QString& text);
 
   // Bookkeeping for a request whose result a newer one may supersede: begin_request() returns a ticket; a result is
   // current when its ticket is still the latest.

@@ -173,15 +173,9 @@ const analysis::QuantityWindow* SnapshotView::shown_quantity(uint32_t layer_id, 
 
 void SnapshotView::render_view(QPainter& painter, const QSize& size) {
   painter.save();
-  painter.fillRect(QRect(QPoint(0, 0), size), Qt::white);
-  painter.setRenderHint(QPainter::Antialiasing);
-  QFont font = this->font();
-  font.setPointSizeF(8);
-  painter.setFont(font);
+  const QFont font = begin_render(painter, size);
   if (!document_.is_open() || layout_.nodes.empty()) {
-    painter.setPen(Qt::gray);
-    painter.drawText(QRect(QPoint(0, 0), size), Qt::AlignCenter,
-                     document_.is_open() ? tr("No layers recorded") : tr("Open a run: File ▸ Open (Ctrl+O)"));
+    draw_hint(painter, size, document_.is_open() ? tr("No layers recorded") : tr("Open a run: File ▸ Open (Ctrl+O)"));
     painter.restore();
     return;
   }

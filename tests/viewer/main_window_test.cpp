@@ -113,6 +113,20 @@ TEST(MainWindow, AMissingRunFailsWithItsPath) {
   EXPECT_TRUE(failure.contains("/nonexistent/trainscope-run")) << failure.toStdString();
 }
 
+TEST(MainWindow, ADirectoryOfRunsNamesThem) {
+  ts::TempDir dir;
+  ts::write_run("healthy", dir.path() / "parent");
+  ts::write_run("dead_act1", dir.path() / "parent");
+  MainWindow window;
+  QString failure;
+  QObject::connect(&window.document(), &trainscope::viewer::RunDocument::open_failed,
+                   [&](const QString& message) { failure = message; });
+  window.open_run(QString::fromStdString((dir.path() / "parent").string()));
+  window.document().wait_idle();
+  EXPECT_FALSE(window.document().is_open());
+  EXPECT_TRUE(failure.contains("dead_act1, healthy")) << failure.toStdString();
+}
+
 TEST(MainWindow, ATornRunOpensWithANotice) {
   ts::TempDir dir;
   const auto run = ts::write_run("healthy", dir.path());

@@ -6,6 +6,7 @@
 #include <QRunnable>
 
 #include <algorithm>
+#include <filesystem>
 
 namespace trainscope::viewer {
 namespace {
@@ -21,6 +22,23 @@ RunDocument::Contents read_contents(format::RunReader& reader, bool with_snapsho
   c.complete = reader.complete();
   for (const auto& problem : reader.problems()) c.notices << QString::fromStdString(problem.message);
   return c;
+}
+
+// A directory of several recordings (the GAN example writes gen/ and disc/): name them, so the user knows what to open.
+QString runs_inside(const QString& dir) {
+  QStringList runs;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.toStdString(), ec)) {
+    if (!entry.is_directory()) continue;
+    for (const auto& file : std::filesystem::directory_iterator(entry.path(), ec))
+      if (file.path().extension() == ".tss" || file.path().filename().string().rfind("rank-", 0) == 0) {
+        runs << QString::fromStdString(entry.path().filename().string());
+        break;
+      }
+  }
+  runs.sort();
+  if (runs.isEmpty()) return {};
+  return QObject::tr(" It holds the recordings %1: open one of them.").arg(runs.join(QStringLiteral(", ")));
 }
 
 }  // namespace
@@ -70,7 +88,7 @@ void RunDocument::open(const QString& run_dir) {
       emit progress(tr("Reading scalars"), 0.05);
       contents = std::make_shared<Contents>(read_contents(*reader, false));
     } catch (const std::exception& e) {
-      message = QString::fromStdString(e.what());
+      message = QString::fromStdString(e.what()) + runs_inside(path);
       reader.reset();
     }
     deliver(this, [this, generation, path, reader, contents, message] {

@@ -137,6 +137,18 @@ SnapshotView::Geometry SnapshotView::geometry(const QSize& size) const {
     const double scale = std::min(avail_w / (k * kRankX), avail_h / (bands * band_h));
     if (scale > best_scale * 1.0001) best_scale = scale, best_k = k;
   }
+  // Nodes are never drawn larger than 1.25x, and a chain is wrapped only when that makes its nodes clearly larger:
+  // the fewest bands whose nodes reach 85% of the best size.
+  const double target = 0.85 * std::min(best_scale, 1.25);
+  for (int k = layout_.ranks; k >= 1; --k) {
+    const int bands = (layout_.ranks + k - 1) / k;
+    const double scale = std::min(avail_w / (k * kRankX), avail_h / (bands * band_h));
+    if (scale >= target) {
+      best_k = k;
+      best_scale = scale;
+      break;
+    }
+  }
   g.scale = std::min(best_scale, 1.25);
   g.dx = best_k;  // ranks per band (reused field)
   g.dy = band_h;
@@ -274,11 +286,19 @@ void SnapshotView::render_view(QPainter& painter, const QSize& size) {
     painter.setFont(title);
     painter.setPen(Qt::black);
     const QRectF text_rect = r.adjusted(5 * scale, 2 * scale, -5 * scale, -r.height() * 0.62);
+    // The dotted name and, when the name says nothing about it (Sequential children are named 0, 1, ...), the kind.
     QString name = QString::fromStdString(graph.name(node.layer));
+    const QString kind = QString::fromStdString(graph.layer(node.layer).kind);
+    if (!kind.isEmpty() && !name.contains(kind, Qt::CaseInsensitive)) name += QStringLiteral(" · ") + kind;
     if (node.group) name += QStringLiteral(" ▸ %1").arg(graph.leaves_under(node.layer).size());
     if (rank > 0) name = QStringLiteral("#%1 ").arg(rank) + name;
+    // Room for the window's average, drawn right-aligned on the same line.
+    const QString average = !qw          ? QString()
+                            : non_finite ? QStringLiteral("NaN/Inf")
+                                         : format_value(qw->average.get(stat));
+    const double average_width = average.isEmpty() ? 0 : QFontMetricsF(font).horizontalAdvance(average) + 6;
     painter.drawText(text_rect, Qt::AlignLeft | Qt::AlignVCenter,
-                     QFontMetricsF(title).elidedText(name, Qt::ElideRight, text_rect.width()));
+                     QFontMetricsF(title).elidedText(name, Qt::ElideRight, text_rect.width() - average_width));
     painter.restore();
 
     // Mini chart of the window: the statistic over the steps, the focus on the centre line.

@@ -9,6 +9,7 @@
 #include <QImage>
 #include <QPainter>
 #include <QTest>
+#include <QWheelEvent>
 
 namespace ts = trainscope::testing;
 using trainscope::viewer::RunDocument;
@@ -91,4 +92,34 @@ TEST(SnapshotView, MovingTheFocusReloadsTheWindowAndGroupsCollapse) {
     EXPECT_EQ(view.layout().nodes.size(), expanded);
     break;
   }
+}
+
+TEST(SnapshotView, WheelZoomsAroundTheMouseAndHomeFitsAgain) {
+  ts::TempDir dir;
+  const auto run = ts::write_run("healthy", dir.path());
+  RunDocument document;
+  ViewerState state;
+  SnapshotView view(document, state);
+  view.resize(900, 500);
+  view.show();
+  ASSERT_TRUE(ts::open_and_wait(document, run));
+  const uint32_t layer = view.layout().nodes.front().layer;
+  const QRectF before = view.node_rect(layer);
+  const QPointF at = before.center();
+  for (int i = 0; i < 3; ++i) {
+    QWheelEvent wheel(at, view.mapToGlobal(at), {}, QPoint(0, 120), Qt::NoButton, {}, Qt::NoScrollPhase, false);
+    QCoreApplication::sendEvent(&view, &wheel);
+  }
+  const QRectF after = view.node_rect(layer);
+  EXPECT_GT(after.width(), before.width() * 1.4);
+  EXPECT_NEAR(after.center().x(), at.x(), 1.0);  // the point under the mouse stays put
+  EXPECT_NEAR(after.center().y(), at.y(), 1.0);
+  // Dragging the background pans; Home fits the graph again.
+  const QPoint empty(view.width() - 5, view.height() - 5);
+  QTest::mousePress(&view, Qt::LeftButton, {}, empty);
+  QTest::mouseMove(&view, empty - QPoint(40, 20));
+  QTest::mouseRelease(&view, Qt::LeftButton, {}, empty - QPoint(40, 20));
+  EXPECT_NEAR(view.node_rect(layer).center().x(), at.x() - 40, 1.0);
+  QTest::keyClick(&view, Qt::Key_Home);
+  EXPECT_EQ(view.node_rect(layer), before);
 }

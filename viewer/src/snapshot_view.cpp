@@ -8,6 +8,7 @@
 #include <QPainter>
 #include <QPainterPath>
 #include <QToolTip>
+#include <QWheelEvent>
 
 #include <algorithm>
 #include <cmath>
@@ -61,7 +62,7 @@ SnapshotView::SnapshotView(RunDocument& document, ViewerState& state, QWidget* p
 void SnapshotView::relayout() {
   if (!document_.is_open()) return;
   layout_ = analysis::layout_layer_dag(document_.graph(), collapsed_);
-  update();
+  reset_view();  // a new layout is fitted to the view again
 }
 
 void SnapshotView::set_collapsed(uint32_t group, bool collapsed) {
@@ -165,7 +166,9 @@ QRectF SnapshotView::node_rect(uint32_t layer_id, const QSize& size) const {
   for (const auto& other : layout_.nodes) rank_size += other.rank == node.rank;
   const double x = column * kRankX;
   const double y = band * g.dy + (layout_.max_rank_size - rank_size) * kRowY / 2 + node.position * kRowY;
-  return QRectF(kMargin + x * g.scale, kMargin + kHeader + y * g.scale, kNodeW * g.scale, kNodeH * g.scale);
+  // The fitted layout, then the user's zoom and pan.
+  const QRectF fitted(kMargin + x * g.scale, kMargin + kHeader + y * g.scale, kNodeW * g.scale, kNodeH * g.scale);
+  return QRectF(pan_ + fitted.topLeft() * zoom_, fitted.size() * zoom_);
 }
 
 const analysis::QuantityWindow* SnapshotView::shown_quantity(uint32_t layer_id, format::Quantity* which) const {
@@ -204,7 +207,7 @@ void SnapshotView::render_view(QPainter& painter, const QSize& size) {
           .arg(waiting() ? tr(" · loading…") : QString()));
 
   // Edges first: forward edges as curves from the right of one node to the left of the next, back edges dashed.
-  const double scale = geometry(size).scale;
+  const double scale = geometry(size).scale * zoom_;
   for (const auto& e : layout_.edges) {
     const QRectF a = node_rect(layout_.nodes[e.from].layer, size), b = node_rect(layout_.nodes[e.to].layer, size);
     QPainterPath path;
@@ -217,7 +220,7 @@ void SnapshotView::render_view(QPainter& painter, const QSize& size) {
       // Into a later band (a wrapped chain): down the gap above the target's band, then in from the left.
       const Geometry g = geometry(size);
       const int band = layout_.nodes[e.to].rank / std::max(1, int(g.dx));
-      const double gap_y = kMargin + kHeader + (band * g.dy - kBandGap / 2) * scale;
+      const double gap_y = pan_.y() + zoom_ * (kMargin + kHeader + (band * g.dy - kBandGap / 2) * g.scale);
       const QPointF from(a.right(), a.center().y()), to(b.left(), b.center().y());
       const double out_x = from.x() + 12 * scale, in_x = std::max(2.0, to.x() - 12 * scale);
       path.moveTo(from);
@@ -347,7 +350,39 @@ std::optional<uint32_t> SnapshotView::layer_at(const QPointF& pos) const {
 
 void SnapshotView::mousePressEvent(QMouseEvent* event) {
   if (event->button() != Qt::LeftButton) return;
-  if (auto layer = layer_at(event->position())) state_.set_layer(int(*layer));
+  if (auto layer = layer_at(event->position())) {
+    state_.set_layer(int(*layer));
+    return;
+  }
+  drag_start_ = event->position();  // on the background: pan
+  drag_pan_ = pan_;
+  dragging_ = true;
+}
+
+void SnapshotView::mouseMoveEvent(QMouseEvent* event) {
+  if (!dragging_ || !(event->buttons() & Qt::LeftButton)) return;
+  pan_ = drag_pan_ + (event->position() - drag_start_);
+  update();
+}
+
+void SnapshotView::mouseReleaseEvent(QMouseEvent*) {
+  dragging_ = false;
+}
+
+void SnapshotView::wheelEvent(QWheelEvent* event) {
+  // Zoom around the mouse: the point under it stays put.
+  const double factor = std::pow(1.15, event->angleDelta().y() / 120.0);
+  const double zoom = std::clamp(zoom_ * factor, 0.25, 12.0);
+  const QPointF at = event->position();
+  pan_ = at - (at - pan_) * (zoom / zoom_);
+  zoom_ = zoom;
+  update();
+}
+
+void SnapshotView::reset_view() {
+  zoom_ = 1;
+  pan_ = QPointF();
+  update();
 }
 
 void SnapshotView::mouseDoubleClickEvent(QMouseEvent* event) {
@@ -366,6 +401,8 @@ void SnapshotView::keyPressEvent(QKeyEvent* event) {
     expand_all();
   else if (event->key() == Qt::Key_C)
     collapse_default();
+  else if (event->key() == Qt::Key_Home)
+    reset_view();
   else
     RunView::keyPressEvent(event);
 }

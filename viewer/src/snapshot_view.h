@@ -2,7 +2,8 @@
 // the module tree collapsed or expanded (double-click a group; E expands all, C collapses back), each node carrying a
 // small chart of its dynamics — the chosen quantity and statistic over the window around the focus snapshot, the
 // focus on the centre line — and coloured by what the analysis says: the top suspect red, other suspects orange,
-// layers with rule hits yellow, NaN/Inf in the window a red border. A click selects the layer for the layer view.
+// layers with rule hits yellow, NaN/Inf in the window a red border. A click selects the layer for the layer view;
+// the wheel zooms, dragging the background pans, Home fits the graph again.
 #pragma once
 
 #include "run_view.h"
@@ -37,6 +38,9 @@ class SnapshotView : public RunView {
   void set_collapsed(uint32_t group, bool collapsed);
   void expand_all();
   void collapse_default();
+  // Back to the whole graph fitted to the view (Home); the wheel zooms around the mouse, dragging the background pans.
+  void reset_view();
+  double zoom() const { return zoom_; }
   // 1-based rank among the top anomaly's suspects (0: not a suspect), and rule hits, by layer id.
   int suspect_rank(uint32_t layer_id) const;
   static QColor suspect_color() { return QColor(220, 40, 40); }
@@ -47,6 +51,9 @@ class SnapshotView : public RunView {
  protected:
   void mousePressEvent(QMouseEvent* event) override;
   void mouseDoubleClickEvent(QMouseEvent* event) override;
+  void mouseMoveEvent(QMouseEvent* event) override;
+  void mouseReleaseEvent(QMouseEvent* event) override;
+  void wheelEvent(QWheelEvent* event) override;
   void keyPressEvent(QKeyEvent* event) override;
   bool event(QEvent* event) override;  // tooltips
 
@@ -67,6 +74,10 @@ class SnapshotView : public RunView {
   std::shared_ptr<const analysis::SnapshotWindow> window_;
   std::vector<int> suspect_rank_;  // by layer id
   std::vector<int> rule_hits_;     // by layer id, over the layer and its leaves
+  double zoom_ = 1;
+  QPointF pan_;
+  QPointF drag_start_, drag_pan_;
+  bool dragging_ = false;
 };
 
 }  // namespace trainscope::viewer

@@ -13,38 +13,40 @@ ptrdiff_t SummarySeries::index_at_or_before(int64_t step) const {
 
 SummaryTable SummaryTable::load(format::RunReader& reader, int64_t first_step, int64_t last_step) {
   SummaryTable table;
+  // Straight into the columns: a long run has millions of summaries, and no copy of them is kept on the way.
   std::vector<int64_t> steps;
-  const auto records = reader.read_all_summaries(first_step, last_step, &steps);
-  // has_neuron_stats is not part of LayerQuantityRecord; snapshot steps tell it.
-  const auto snapshots = reader.snapshot_steps();
-  for (size_t i = 0; i < records.size(); ++i) {
-    const auto key = std::make_pair(records[i].layer_id, int(records[i].quantity));
-    auto it = table.index_.find(key);
-    if (it == table.index_.end()) {
-      it = table.index_.emplace(key, table.series_.size()).first;
-      SummarySeries s;
-      s.layer_id = records[i].layer_id;
-      s.quantity = records[i].quantity;
-      table.series_.push_back(std::move(s));
-    }
-    SummarySeries& s = table.series_[it->second];
-    s.steps.push_back(steps[i]);
-    s.values.push_back(records[i].summary);
-  }
+  reader.for_each_summary(first_step, last_step,
+                          [&](int64_t step, uint32_t layer_id, format::Quantity quantity,
+                              const format::TensorSummary& summary, bool has_neuron_stats) {
+                            const auto key = std::make_pair(layer_id, int(quantity));
+                            auto it = table.index_.find(key);
+                            if (it == table.index_.end()) {
+                              it = table.index_.emplace(key, table.series_.size()).first;
+                              SummarySeries s;
+                              s.layer_id = layer_id;
+                              s.quantity = quantity;
+                              table.series_.push_back(std::move(s));
+                            }
+                            SummarySeries& s = table.series_[it->second];
+                            s.steps.push_back(step);
+                            s.values.push_back(summary);
+                            s.has_neuron_stats.push_back(has_neuron_stats);
+                            if (steps.empty() || steps.back() != step) steps.push_back(step);
+                          });
   for (SummarySeries& s : table.series_) {
-    if (!std::is_sorted(s.steps.begin(), s.steps.end())) {
-      std::vector<size_t> order(s.steps.size());
-      std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return s.steps[a] < s.steps[b]; });
-      SummarySeries sorted;
-      sorted.layer_id = s.layer_id;
-      sorted.quantity = s.quantity;
-      for (size_t i : order) sorted.steps.push_back(s.steps[i]), sorted.values.push_back(s.values[i]);
-      s = std::move(sorted);
+    if (std::is_sorted(s.steps.begin(), s.steps.end())) continue;
+    std::vector<size_t> order(s.steps.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return s.steps[a] < s.steps[b]; });
+    SummarySeries sorted;
+    sorted.layer_id = s.layer_id;
+    sorted.quantity = s.quantity;
+    for (size_t i : order) {
+      sorted.steps.push_back(s.steps[i]);
+      sorted.values.push_back(s.values[i]);
+      sorted.has_neuron_stats.push_back(s.has_neuron_stats[i]);
     }
-    s.has_neuron_stats.resize(s.steps.size());
-    for (size_t i = 0; i < s.steps.size(); ++i)
-      s.has_neuron_stats[i] = std::binary_search(snapshots.begin(), snapshots.end(), s.steps[i]);
+    s = std::move(sorted);
   }
   std::sort(steps.begin(), steps.end());
   steps.erase(std::unique(steps.begin(), steps.end()), steps.end());

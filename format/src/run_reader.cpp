@@ -461,6 +461,18 @@ std::vector<LayerQuantityRecord> RunReader::read_all_summaries(int64_t first_ste
   return out;
 }
 
+void RunReader::for_each_summary(int64_t first_step, int64_t last_step, const SummaryVisitor& visit) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  for (size_t i : impl_->summary_chunks) {
+    if (!overlaps(impl_->chunks[i], first_step, last_step)) continue;
+    auto d = impl_->get<SummaryData>(i);
+    if (!d) continue;
+    for (const auto& r : d->records)
+      if (r.step >= first_step && r.step <= last_step)
+        visit(r.step, r.layer_id, r.quantity, r.summary, r.has_neuron_stats);
+  }
+}
+
 std::optional<NeuronSeries> RunReader::read_neuron_series(uint32_t layer_id, Quantity q, Statistic s,
                                                           int64_t first_step, int64_t last_step) {
   std::lock_guard<std::recursive_mutex> lock(impl_->mutex);

@@ -108,6 +108,12 @@ class RunReader {
   std::vector<LayerQuantityRecord> read_all_summaries(int64_t first_step = INT64_MIN, int64_t last_step = INT64_MAX,
                                                       std::vector<int64_t>* steps_out = nullptr);
 
+  // Every layer summary in [first_step, last_step], chunk by chunk in file order (not sorted by step), handed to
+  // `visit` without copies: for analyses that build their own columns over a long run.
+  using SummaryVisitor = std::function<void(int64_t step, uint32_t layer_id, Quantity quantity,
+                                            const TensorSummary& summary, bool has_neuron_stats)>;
+  void for_each_summary(int64_t first_step, int64_t last_step, const SummaryVisitor& visit);
+
   std::optional<NeuronSeries> read_neuron_series(uint32_t layer_id, Quantity q, Statistic s,
                                                  int64_t first_step = INT64_MIN, int64_t last_step = INT64_MAX);
   // Everything recorded at one step (scalars, summaries, per-neuron statistics). Throws FormatError if the step has

@@ -15,12 +15,16 @@
 
 #include <QAbstractItemModelTester>
 #include <QAction>
+#include <QDragEnterEvent>
+#include <QDropEvent>
 #include <QElapsedTimer>
 #include <QFileInfo>
 #include <QImage>
+#include <QMimeData>
 #include <QSettings>
 #include <QTableView>
 #include <QTest>
+#include <QUrl>
 
 #include <cstdio>
 #include <fstream>
@@ -330,4 +334,25 @@ TEST(MainWindow, LinkedViewsFollowClicksFromSymptomToNeurons) {
   ASSERT_NE(layer->lines(), nullptr);
   EXPECT_EQ(layer->lines()->layer, chosen);
   EXPECT_FALSE(layer->shown_neurons().empty());
+}
+
+TEST(MainWindow, DroppingARunOrOneOfItsSegmentsOpensIt) {
+  ts::TempDir dir;
+  const auto run = ts::write_run("healthy", dir.path());
+  trainscope::format::RunReader reader(run);
+  for (const auto& dropped : {run, reader.segment_files().front()}) {
+    MainWindow window;
+    QMimeData mime;
+    mime.setUrls({QUrl::fromLocalFile(QString::fromStdString(dropped.string()))});
+    QDragEnterEvent enter(QPoint(10, 10), Qt::CopyAction, &mime, Qt::LeftButton, {});
+    enter.ignore();  // the window must accept it itself
+    QCoreApplication::sendEvent(&window, &enter);
+    EXPECT_TRUE(enter.isAccepted());
+    QDropEvent drop(QPointF(10, 10), Qt::CopyAction, &mime, Qt::LeftButton, {});
+    QCoreApplication::sendEvent(&window, &drop);
+    window.document().wait_idle();
+    EXPECT_TRUE(window.document().is_open()) << dropped;
+    EXPECT_EQ(QFileInfo(window.document().path()).canonicalFilePath(),
+              QFileInfo(QString::fromStdString(run.string())).canonicalFilePath());
+  }
 }

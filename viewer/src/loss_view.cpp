@@ -17,7 +17,7 @@
 namespace trainscope::viewer {
 namespace {
 
-constexpr int kLeft = 64, kRight = 12, kTop = 26, kBottom = 30;
+constexpr int kLeft = 64, kRight = 12, kRightAxis = 60, kTop = 26, kBottom = 30;
 
 QColor series_color(size_t i) {
   static const QColor palette[] = {QColor(31, 119, 180), QColor(44, 160, 44),   QColor(148, 103, 189),
@@ -30,6 +30,38 @@ QColor series_color(size_t i) {
 bool hidden_by_default(const QString& name) {
   const QString n = name.toLower();
   return n == "lr" || n.contains("learning_rate") || n.endsWith("_lr") || n.startsWith("lr_");
+}
+
+// Scalars on another scale than the loss terms: norms, accuracies, rates, counts. They get the right axis.
+bool secondary_by_name(const QString& name) {
+  const QString n = name.toLower();
+  if (n.contains("loss")) return false;
+  for (const char* word : {"norm", "acc", "lr", "learning_rate", "rate", "grad", "scale", "time", "epoch", "count"})
+    if (n.contains(QLatin1String(word))) return true;
+  return false;
+}
+
+// Value labels right of `plot` for the right axis (the grid lines follow the left axis).
+void draw_right_axis(QPainter& painter, const QRect& plot, double low, double high, bool log10_values) {
+  painter.save();
+  const QFontMetrics metrics(painter.font());
+  std::vector<double> ticks;
+  if (log10_values) {
+    for (double e = std::ceil(low); e <= high; e += std::max(1.0, std::floor((high - low) / 6))) ticks.push_back(e);
+  } else {
+    ticks = nice_ticks(low, high, std::max(2, plot.height() / 40));
+  }
+  painter.setPen(QColor(80, 80, 80));
+  for (double t : ticks) {
+    const double y = plot.bottom() - (t - low) / (high - low) * plot.height();
+    painter.drawLine(QPointF(plot.right(), y), QPointF(plot.right() + 3, y));
+    const QString label = log10_values ? QStringLiteral("1e%1").arg(int(t)) : tick_label(t);
+    painter.drawText(QRectF(plot.right() + 5, y - metrics.height() / 2.0, kRightAxis - 6, metrics.height()),
+                     Qt::AlignLeft | Qt::AlignVCenter, label);
+  }
+  painter.setPen(QColor(150, 150, 150));
+  painter.drawLine(plot.bottomRight(), plot.topRight());
+  painter.restore();
 }
 
 }  // namespace
@@ -60,28 +92,36 @@ void LossView::load() {
   const double smoothing = smoothing_;
   const bool was_whole = series_.empty() || (view_first_ <= data_first_ && view_last_ >= data_last_);
   const uint64_t ticket = begin_request();
-  using Overviews = std::vector<std::pair<QString, std::shared_ptr<const analysis::ScalarOverview>>>;
-  document_.run<Overviews>(
+  struct Overviews {
+    QString name;
+    std::shared_ptr<const analysis::ScalarOverview> raw, smoothed;
+  };
+  document_.run<std::vector<Overviews>>(
       this,
       [inputs = std::move(inputs), smoothing](format::RunReader&) {
-        Overviews out;
+        std::vector<Overviews> out;
         for (const auto& in : inputs) {
-          auto values = smoothing > 0 ? analysis::exponential_moving_average(in.values, smoothing) : in.values;
-          out.emplace_back(in.name, std::make_shared<const analysis::ScalarOverview>(in.steps, std::move(values)));
+          Overviews o{in.name, std::make_shared<const analysis::ScalarOverview>(in.steps, in.values), nullptr};
+          if (smoothing > 0)
+            o.smoothed = std::make_shared<const analysis::ScalarOverview>(
+                in.steps, analysis::exponential_moving_average(in.values, smoothing));
+          out.push_back(std::move(o));
         }
         return out;
       },
-      [this, ticket, was_whole](Overviews overviews) {
+      [this, ticket, was_whole](std::vector<Overviews> overviews) {
         if (!end_request(ticket)) return;
         std::vector<Series> next;
         for (size_t i = 0; i < overviews.size(); ++i) {
           Series s;
-          s.name = overviews[i].first;
+          s.name = overviews[i].name;
           s.color = series_color(i);
           s.visible = !hidden_by_default(s.name);
+          s.secondary = secondary_by_name(s.name);
           for (const auto& old : series_)
             if (old.name == s.name) s.visible = old.visible;  // keep the user's choice across reloads
-          s.overview = std::move(overviews[i].second);
+          s.overview = std::move(overviews[i].raw);
+          s.smoothed = std::move(overviews[i].smoothed);
           next.push_back(std::move(s));
         }
         // If every series is hidden by default (only a learning rate was recorded), show them all.
@@ -126,39 +166,48 @@ void LossView::set_smoothing(double weight) {
 }
 
 void LossView::update_value_range() {
-  double lo = INFINITY, hi = -INFINITY, smallest_positive = INFINITY;
+  // The right axis only when both kinds are shown: scalars that are all of one kind share the left one.
+  bool any_main = false, any_secondary = false;
+  for (const auto& s : series_)
+    if (s.visible) (s.secondary ? any_secondary : any_main) = true;
+  right_axis_shown_ = any_main && any_secondary;
+
+  // The raw values set the range, also when smoothed: a spike must stay inside the chart.
+  double lo[2] = {INFINITY, INFINITY}, hi[2] = {-INFINITY, -INFINITY}, smallest_positive[2] = {INFINITY, INFINITY};
   for (const auto& s : series_) {
     if (!s.visible || !s.overview) continue;
+    const int axis = axis_of(s);
     double a = 0, b = 0;
     if (s.overview->finite_range(view_first_, view_last_, &a, &b)) {
-      lo = std::min(lo, a);
-      hi = std::max(hi, b);
+      lo[axis] = std::min(lo[axis], a);
+      hi[axis] = std::max(hi[axis], b);
     }
     double p = 0;
-    if (s.overview->smallest_positive(view_first_, view_last_, &p)) smallest_positive = std::min(smallest_positive, p);
+    if (s.overview->smallest_positive(view_first_, view_last_, &p))
+      smallest_positive[axis] = std::min(smallest_positive[axis], p);
   }
-  if (log_scale_) {
-    if (!(smallest_positive < INFINITY) || !(hi > 0)) {
-      y_low_ = 0, y_high_ = 1;  // nothing positive to show
-      return;
+  for (int axis = 0; axis < 2; ++axis) {
+    double& low = y_low_[axis];
+    double& high = y_high_[axis];
+    low = 0, high = 1;  // when there is nothing (positive, on a log scale) to show
+    if (log_scale_) {
+      if (!(smallest_positive[axis] < INFINITY) || !(hi[axis] > 0)) continue;
+      low = std::log10(smallest_positive[axis]);
+      high = std::log10(hi[axis]);
+    } else {
+      if (!(lo[axis] <= hi[axis])) continue;
+      low = lo[axis], high = hi[axis];
     }
-    y_low_ = std::log10(smallest_positive);
-    y_high_ = std::log10(hi);
-  } else {
-    if (!(lo <= hi)) {
-      y_low_ = 0, y_high_ = 1;
-      return;
-    }
-    y_low_ = lo, y_high_ = hi;
+    if (high - low < 1e-12) low -= 0.5, high += 0.5;
+    const double pad = 0.05 * (high - low);
+    low -= pad;
+    high += pad;
   }
-  if (y_high_ - y_low_ < 1e-12) y_low_ -= 0.5, y_high_ += 0.5;
-  const double pad = 0.05 * (y_high_ - y_low_);
-  y_low_ -= pad;
-  y_high_ += pad;
 }
 
 QRect LossView::plot_rect(const QSize& size) const {
-  return QRect(kLeft, kTop, std::max(10, size.width() - kLeft - kRight), std::max(10, size.height() - kTop - kBottom));
+  const int right = right_axis_shown_ ? kRightAxis : kRight;
+  return QRect(kLeft, kTop, std::max(10, size.width() - kLeft - right), std::max(10, size.height() - kTop - kBottom));
 }
 
 double LossView::x_for_step(double step, const QSize& size) const {
@@ -171,11 +220,49 @@ double LossView::step_for_x(double x) const {
   return view_first_ + (x - plot.left()) / plot.width() * (view_last_ - view_first_);
 }
 
-double LossView::y_for_value(double value, const QRect& plot) const {
+double LossView::y_for_value(double value, const QRect& plot, int axis) const {
+  const double low = y_low_[axis], high = y_high_[axis];
   double v = value;
-  if (log_scale_) v = value > 0 ? std::log10(value) : y_low_;
-  const double t = (v - y_low_) / (y_high_ - y_low_);
+  if (log_scale_) v = value > 0 ? std::log10(value) : low;
+  const double t = (v - low) / (high - low);
   return plot.bottom() - std::clamp(t, -0.02, 1.02) * plot.height();
+}
+
+const std::vector<analysis::ScalarColumn>& LossView::reduce(const analysis::ScalarOverview& overview,
+                                                            Reduction& reduction, int columns) const {
+  if (reduction.first != view_first_ || reduction.last != view_last_ || int(reduction.columns.size()) != columns) {
+    reduction.columns = overview.columns(view_first_, view_last_, columns);
+    reduction.first = view_first_;
+    reduction.last = view_last_;
+  }
+  return reduction.columns;
+}
+
+// A vertical stroke from min to max per column holding several points; a line from each column's last point to the
+// next column's first. Columns with no finite value leave a gap.
+void LossView::draw_series(QPainter& painter, const std::vector<analysis::ScalarColumn>& columns, const QRect& plot,
+                           int axis, const QPen& pen) const {
+  QVector<QLineF> lines;
+  lines.reserve(2 * qsizetype(columns.size()));
+  bool have_prev = false;
+  QPointF prev;
+  for (size_t c = 0; c < columns.size(); ++c) {
+    const auto& col = columns[c];
+    if (col.empty) continue;
+    if (!col.any_finite) {
+      have_prev = false;
+      continue;
+    }
+    const double x = plot.left() + double(c) + 0.5;
+    const double top = y_for_value(col.max, plot, axis), bottom = y_for_value(col.min, plot, axis);
+    const QPointF first(x, y_for_value(col.first, plot, axis)), last(x, y_for_value(col.last, plot, axis));
+    if (have_prev) lines.append(QLineF(prev, first));
+    if (bottom - top >= 1) lines.append(QLineF(x, top, x, bottom));
+    prev = last;
+    have_prev = true;
+  }
+  painter.setPen(pen);
+  painter.drawLines(lines);
 }
 
 void LossView::render_view(QPainter& painter, const QSize& size) {
@@ -199,7 +286,8 @@ void LossView::render_view(QPainter& painter, const QSize& size) {
 
   // Axes and grid.
   painter.setClipping(false);
-  draw_value_axis(painter, plot, y_low_, y_high_, log_scale_);
+  draw_value_axis(painter, plot, y_low_[0], y_high_[0], log_scale_);
+  if (right_axis_shown_) draw_right_axis(painter, plot, y_low_[1], y_high_[1], log_scale_);
   draw_step_axis(painter, plot, view_first_, view_last_);
 
   // Abnormal snapshots: a thin line under the series, so that the spike it marks stays visible.
@@ -212,54 +300,54 @@ void LossView::render_view(QPainter& painter, const QSize& size) {
     }
   }
 
-  // The series, one pixel column at a time: a vertical stroke from min to max, joined to the next column.
+  // The series, one pixel column at a time. Smoothed, the raw series stays underneath, faint.
   painter.setClipRect(plot.adjusted(0, -4, 0, 4));
   const int columns = plot.width();
   std::vector<bool> non_finite(size_t(columns), false);
-  for (auto& s : series_) {
-    if (!s.visible || !s.overview) continue;
-    // The reduction is kept until the range, the width or the data change: a repaint (focus moved, window exposed)
-    // only draws.
-    if (s.columns_first != view_first_ || s.columns_last != view_last_ || int(s.columns.size()) != columns) {
-      s.columns = s.overview->columns(view_first_, view_last_, columns);
-      s.columns_first = view_first_;
-      s.columns_last = view_last_;
-    }
-    const auto& cols = s.columns;
-    // A vertical stroke from min to max per column holding several points; a line from each column's last point to
-    // the next column's first.
-    QVector<QLineF> lines;
-    lines.reserve(2 * columns);
-    bool have_prev = false;
-    QPointF prev;
+  // Right-axis scalars first and lighter: the loss terms are what the chart is about.
+  std::vector<Series*> order;
+  for (int axis : {1, 0})
+    for (auto& s : series_)
+      if (s.visible && s.overview && axis_of(s) == axis) order.push_back(&s);
+  for (Series* series : order) {
+    Series& s = *series;
+    const int axis = axis_of(s);
+    const auto& raw = reduce(*s.overview, s.raw_columns, columns);
+    // Not a number from one column on until the series has a finite value again (columns without points between
+    // two NaN steps included, so that a NaN stretch reads as one band).
+    bool in_non_finite = false;
     for (int c = 0; c < columns; ++c) {
-      const auto& col = cols[size_t(c)];
-      if (col.empty) continue;
-      if (col.nan || col.pos_inf || col.neg_inf) non_finite[size_t(c)] = true;
-      if (!col.any_finite) {
-        have_prev = false;  // a gap where the values are not numbers
-        continue;
-      }
-      const double x = plot.left() + c + 0.5;
-      const double top = y_for_value(col.max, plot), bottom = y_for_value(col.min, plot);
-      const QPointF first(x, y_for_value(col.first, plot)), last(x, y_for_value(col.last, plot));
-      if (have_prev) lines.append(QLineF(prev, first));
-      if (bottom - top >= 1) lines.append(QLineF(x, top, x, bottom));
-      prev = last;
-      have_prev = true;
+      const auto& col = raw[size_t(c)];
+      if (!col.empty) in_non_finite = (col.nan || col.pos_inf || col.neg_inf) && !col.any_finite;
+      if (in_non_finite || col.nan || col.pos_inf || col.neg_inf) non_finite[size_t(c)] = true;
     }
-    painter.setPen(QPen(s.color, 1));  // width 1: the raster engine's fast line path
-    painter.drawLines(lines);
+    // Width 1: the raster engine's fast line path.
+    QColor color = s.color;
+    if (axis == 1) color.setAlpha(150);
+    if (s.smoothed) {
+      QColor faint = s.color;
+      faint.setAlpha(axis == 1 ? 45 : 70);
+      draw_series(painter, raw, plot, axis, QPen(faint, 1));
+      draw_series(painter, reduce(*s.smoothed, s.smoothed_columns, columns), plot, axis, QPen(color, 1.5));
+    } else {
+      draw_series(painter, raw, plot, axis, QPen(color, 1));
+    }
   }
   painter.setClipping(false);
 
-  // NaN/Inf: red ticks along the top edge wherever a visible series is not a number, and a red tint over the plot.
+  // NaN/Inf: a red band along the top edge wherever a visible series is not a number, and a red tint over the plot.
   painter.setPen(Qt::NoPen);
-  for (int c = 0; c < columns; ++c)
-    if (non_finite[size_t(c)]) {
-      painter.fillRect(QRectF(plot.left() + c, plot.top(), 1, plot.height()), QColor(210, 20, 20, 22));
-      painter.fillRect(QRectF(plot.left() + c - 0.5, plot.top() - 5, 2, 5), non_finite_color());
+  for (int c = 0; c < columns;) {
+    if (!non_finite[size_t(c)]) {
+      ++c;
+      continue;
     }
+    int end = c;
+    while (end < columns && non_finite[size_t(end)]) ++end;
+    painter.fillRect(QRectF(plot.left() + c, plot.top(), end - c, plot.height()), QColor(210, 20, 20, 22));
+    painter.fillRect(QRectF(plot.left() + c - 0.5, plot.top() - 5, end - c + 1, 5), non_finite_color());
+    c = end;
+  }
 
   // Abnormal snapshots from the analysis: a marker above the plot (their lines are drawn under the series).
   if (document_.has_report()) {
@@ -288,12 +376,13 @@ void LossView::render_view(QPainter& painter, const QSize& size) {
   int x = plot.left() + 4;
   for (size_t i = 0; i < series_.size(); ++i) {
     const auto& s = series_[i];
-    const int w = 14 + metrics.horizontalAdvance(s.name) + 12;
+    const QString label = axis_of(s) == 1 ? tr("%1 (right)").arg(s.name) : s.name;
+    const int w = 14 + metrics.horizontalAdvance(label) + 12;
     const QRect r(x, plot.top() + 3, w, metrics.height());
     painter.fillRect(r, QColor(255, 255, 255, 220));
     painter.fillRect(QRect(r.left() + 1, r.center().y() - 1, 10, 3), s.visible ? s.color : QColor(200, 200, 200));
     painter.setPen(s.visible ? Qt::black : QColor(160, 160, 160));
-    painter.drawText(r.adjusted(14, 0, 0, 0), Qt::AlignLeft | Qt::AlignVCenter, s.name);
+    painter.drawText(r.adjusted(14, 0, 0, 0), Qt::AlignLeft | Qt::AlignVCenter, label);
     legend_rects_[i] = r;
     x += w;
   }
@@ -377,16 +466,22 @@ bool LossView::event(QEvent* event) {
     if (!s.visible || !s.overview) continue;
     const long i = s.overview->nearest(step);
     if (i < 0) continue;
-    lines << QStringLiteral("%1 = %2 at step %3")
-                 .arg(s.name, QString::fromStdString(analysis::shortest_decimal(s.overview->values()[size_t(i)])))
-                 .arg(s.overview->steps()[size_t(i)]);
+    QString line = QStringLiteral("%1 = %2 at step %3")
+                       .arg(s.name, QString::fromStdString(analysis::shortest_decimal(s.overview->values()[size_t(i)])))
+                       .arg(s.overview->steps()[size_t(i)]);
+    if (s.smoothed)
+      line +=
+          tr(" (smoothed %1)").arg(QString::fromStdString(analysis::shortest_decimal(s.smoothed->values()[size_t(i)])));
+    lines << line;
   }
   if (document_.has_report())
     for (const auto& a : document_.report().anomalies)
       if (std::abs(x_for_step(double(a.step) + 0.5) - help->pos().x()) <= 4)
-        lines << QStringLiteral("<b>%1</b>: %2")
-                     .arg(QString::fromUtf8(analysis::anomaly_kind_name(a.kind)),
-                          QString::fromStdString(a.reason).toHtmlEscaped());
+        lines << tr("<b>%1</b> at step %2, score %3: %4")
+                     .arg(QString::fromUtf8(analysis::anomaly_kind_name(a.kind)))
+                     .arg(a.step)
+                     .arg(a.score, 0, 'g', 3)
+                     .arg(QString::fromStdString(a.reason).toHtmlEscaped());
   QToolTip::showText(help->globalPos(), lines.join(QStringLiteral("<br>")), this);
   return true;
 }

@@ -17,18 +17,24 @@ ScalarOverview::Node ScalarOverview::leaf(double v) {
 ScalarOverview::ScalarOverview(std::vector<int64_t> steps, std::vector<double> values)
     : steps_(std::move(steps)), values_(std::move(values)) {
   values_.resize(steps_.size(), std::numeric_limits<double>::quiet_NaN());
+  // Evenly spaced steps (the common case: every step, or every k-th) map a step to its index arithmetically, without
+  // touching the (possibly huge, cache-cold) step array.
+  if (steps_.size() >= 2 && steps_[1] > steps_[0]) {
+    stride_ = steps_[1] - steps_[0];
+    for (size_t i = 1; i < steps_.size() && stride_ > 0; ++i)
+      if (steps_[i] - steps_[i - 1] != stride_) stride_ = 0;
+  }
   // The pyramid starts at blocks of kBlock points: the points themselves are the finest level (a quarter of the
   // memory, and a query's ends scan a few neighbouring values instead of visiting scattered nodes).
   std::vector<Node> base((values_.size() + kBlock - 1) / kBlock, Node{kInf, -kInf, kInf, 0});
   for (size_t i = 0; i < values_.size(); ++i) merge(base[i / kBlock], leaf(values_[i]));
   levels_.push_back(std::move(base));
+  // Each coarser level merges kFanout nodes: half the levels of a binary pyramid, so a query visits fewer scattered
+  // places (a handful of neighbouring nodes per level, mostly in one cache line).
   while (levels_.back().size() > 1) {
     const auto& below = levels_.back();
-    std::vector<Node> up((below.size() + 1) / 2);
-    for (size_t i = 0; i < up.size(); ++i) {
-      up[i] = below[2 * i];
-      if (2 * i + 1 < below.size()) merge(up[i], below[2 * i + 1]);
-    }
+    std::vector<Node> up((below.size() + kFanout - 1) / kFanout, Node{kInf, -kInf, kInf, 0});
+    for (size_t i = 0; i < below.size(); ++i) merge(up[i / kFanout], below[i]);
     levels_.push_back(std::move(up));
   }
 }
@@ -38,16 +44,20 @@ ScalarOverview::Node ScalarOverview::query(size_t begin, size_t end) const {
   // The partial blocks at both ends, point by point.
   while (begin < end && begin % kBlock) merge(out, leaf(values_[begin++]));
   while (end > begin && end % kBlock) merge(out, leaf(values_[--end]));
-  // Then whole aligned blocks from both ends inwards, climbing the pyramid: O(log n).
+  // Then whole blocks from both ends inwards, climbing the pyramid where the ends align: O(kFanout · log n).
   begin /= kBlock;
   end /= kBlock;
-  size_t level = 0;
-  while (begin < end) {
-    if (begin & 1) merge(out, levels_[level][begin++]);
-    if (end & 1) merge(out, levels_[level][--end]);
-    begin >>= 1;
-    end >>= 1;
-    ++level;
+  for (size_t level = 0; begin < end; ++level) {
+    const auto& nodes = levels_[level];
+    const size_t up_begin = (begin + kFanout - 1) / kFanout, up_end = end / kFanout;
+    if (up_begin >= up_end) {  // no whole parent inside: the rest lies on this level
+      while (begin < end) merge(out, nodes[begin++]);
+      break;
+    }
+    while (begin < up_begin * kFanout) merge(out, nodes[begin++]);
+    while (end > up_end * kFanout) merge(out, nodes[--end]);
+    begin = up_begin;
+    end = up_end;
   }
   return out;
 }
@@ -74,7 +84,8 @@ std::vector<ScalarColumn> ScalarOverview::columns(double from, double to, int co
   };
   size_t begin = index_at(from);
   for (int c = 0; c < columns; ++c) {
-    const size_t end = index_from(begin, c + 1 == columns ? to : from + width * (c + 1));
+    const double edge = c + 1 == columns ? to : from + width * (c + 1);
+    const size_t end = stride_ > 0 ? dense_index(edge) : index_from(begin, edge);
     ScalarColumn& col = out[size_t(c)];
     if (end > begin) {
       const Node n = query(begin, end);
@@ -85,8 +96,8 @@ std::vector<ScalarColumn> ScalarOverview::columns(double from, double to, int co
       col.nan = n.flags & 1;
       col.pos_inf = n.flags & 2;
       col.neg_inf = n.flags & 4;
-      col.first_step = steps_[begin];
-      col.last_step = steps_[end - 1];
+      col.first_step = step_at(begin);
+      col.last_step = step_at(end - 1);
       // First and last finite values at the column's edges, for the line joining columns.
       col.first = std::isfinite(values_[begin]) ? values_[begin] : n.min;
       col.last = std::isfinite(values_[end - 1]) ? values_[end - 1] : n.max;
@@ -94,6 +105,18 @@ std::vector<ScalarColumn> ScalarOverview::columns(double from, double to, int co
     begin = end;
   }
   return out;
+}
+
+size_t ScalarOverview::dense_index(double step) const {
+  // The first index whose step is >= `step`: ceil((step - first) / stride), clamped to [0, size].
+  const double offset = std::ceil((step - double(steps_.front())) / double(stride_));
+  if (!(offset > 0)) return 0;
+  if (offset >= double(steps_.size())) return steps_.size();
+  size_t i = size_t(offset);
+  // Guard against rounding in the division: settle on the exact lower bound (step i is first + i · stride).
+  while (i > 0 && double(step_at(i - 1)) >= step) --i;
+  while (i < steps_.size() && double(step_at(i)) < step) ++i;
+  return i;
 }
 
 long ScalarOverview::nearest(double step) const {

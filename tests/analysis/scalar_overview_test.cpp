@@ -1,5 +1,5 @@
 // ScalarOverview against a brute-force scan: every column's min/max/first/last and NaN/Inf flags, for random
-// series with spikes, NaN and Inf, irregular steps, and many ranges and widths.
+// series with spikes, NaN and Inf, evenly and irregularly spaced steps, and many ranges and widths.
 #include <gtest/gtest.h>
 #include <trainscope/analysis/scalar_overview.h>
 
@@ -14,13 +14,16 @@ using trainscope::analysis::ScalarOverview;
 
 TEST(ScalarOverview, ColumnsMatchABruteForceScan) {
   std::mt19937 rng(3);
-  for (int trial = 0; trial < 40; ++trial) {
+  for (int trial = 0; trial < 60; ++trial) {
     const size_t n = 1 + rng() % 3000;
     std::vector<int64_t> steps(n);
     std::vector<double> values(n);
-    int64_t step = int64_t(rng() % 50);
+    int64_t step = int64_t(rng() % 50) - 20;
+    // Every third series evenly spaced (every step or every k-th: the index is computed, not searched), the others
+    // irregular.
+    const int64_t stride = trial % 3 == 0 ? 1 + int64_t(rng() % 5) : 0;
     for (size_t i = 0; i < n; ++i) {
-      step += 1 + int64_t(rng() % 4);  // irregular spacing
+      step += stride > 0 ? stride : 1 + int64_t(rng() % 4);
       steps[i] = step;
       const unsigned kind = rng() % 200;
       values[i] = kind == 0   ? std::nan("")
@@ -31,8 +34,8 @@ TEST(ScalarOverview, ColumnsMatchABruteForceScan) {
     }
     const ScalarOverview overview(steps, values);
     for (int query = 0; query < 20; ++query) {
-      const double from = double(steps.front()) - 10 + double(rng() % (n * 3 + 20));
-      const double to = from + 1 + double(rng() % (n * 3 + 20));
+      const double from = double(steps.front()) - 10 + double(rng() % (n * 3 + 20)) + double(rng() % 4) / 4;
+      const double to = from + 1 + double(rng() % (n * 3 + 20)) + double(rng() % 3) / 3;
       const int columns = 1 + int(rng() % 400);
       const auto cols = overview.columns(from, to, columns);
       ASSERT_EQ(cols.size(), size_t(columns));

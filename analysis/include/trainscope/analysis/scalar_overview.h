@@ -42,7 +42,8 @@ class ScalarOverview {
     double min, max, min_positive;
     uint8_t flags;  // 1 NaN, 2 +Inf, 4 -Inf, 8 any finite
   };
-  static constexpr size_t kBlock = 8;  // points per node of the finest pyramid level
+  static constexpr size_t kBlock = 8;   // points per node of the finest pyramid level
+  static constexpr size_t kFanout = 4;  // nodes of a level per node of the next coarser one
   static Node leaf(double value);
   static void merge(Node& into, const Node& n) {
     into.min = n.min < into.min ? n.min : into.min;
@@ -51,10 +52,13 @@ class ScalarOverview {
     into.flags |= n.flags;
   }
   Node query(size_t begin, size_t end) const;  // over points [begin, end)
+  size_t dense_index(double step) const;       // lower bound of `step` when the steps are evenly spaced
+  int64_t step_at(size_t i) const { return stride_ > 0 ? steps_.front() + int64_t(i) * stride_ : steps_[i]; }
 
   std::vector<int64_t> steps_;
   std::vector<double> values_;
-  std::vector<std::vector<Node>> levels_;  // levels_[k][i] covers points [i·8·2^k, (i+1)·8·2^k)
+  int64_t stride_ = 0;                     // the spacing of evenly spaced steps, 0 when they are not
+  std::vector<std::vector<Node>> levels_;  // levels_[k][i] covers points [i·8·4^k, (i+1)·8·4^k)
 };
 
 // Exponential moving average with the given weight of the past (0 = none, 0.99 = heavy), as TensorBoard smooths:

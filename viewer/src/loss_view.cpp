@@ -48,6 +48,11 @@ void draw_right_axis(QPainter& painter, const QRect& plot, double low, double hi
   std::vector<double> ticks;
   if (log10_values) {
     for (double e = std::ceil(low); e <= high; e += std::max(1.0, std::floor((high - low) / 6))) ticks.push_back(e);
+    // Less than two decades (a gradient norm between 10 and 200): 2 and 5 times the powers of ten too.
+    if (high - low < 2)
+      for (double e = std::floor(low); e <= high; ++e)
+        for (double m : {2.0, 5.0})
+          if (e + std::log10(m) >= low && e + std::log10(m) <= high) ticks.push_back(e + std::log10(m));
   } else {
     ticks = nice_ticks(low, high, std::max(2, plot.height() / 40));
   }
@@ -55,7 +60,7 @@ void draw_right_axis(QPainter& painter, const QRect& plot, double low, double hi
   for (double t : ticks) {
     const double y = plot.bottom() - (t - low) / (high - low) * plot.height();
     painter.drawLine(QPointF(plot.right(), y), QPointF(plot.right() + 3, y));
-    const QString label = log10_values ? QStringLiteral("1e%1").arg(int(t)) : tick_label(t);
+    const QString label = log10_values ? tick_label(std::pow(10.0, t)) : tick_label(t);
     painter.drawText(QRectF(plot.right() + 5, y - metrics.height() / 2.0, kRightAxis - 6, metrics.height()),
                      Qt::AlignLeft | Qt::AlignVCenter, label);
   }

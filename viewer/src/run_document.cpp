@@ -55,10 +55,6 @@ RunDocument::~RunDocument() {
   pool_.waitForDone();
 }
 
-const format::RunMetadata& RunDocument::metadata() const {
-  return reader_->metadata();
-}
-
 void RunDocument::post(std::function<void()> task) {
   pool_.start(std::move(task));
 }
@@ -101,7 +97,8 @@ void RunDocument::open(const QString& run_dir) {
       follow_timer_.stop();
       path_ = path;
       reader_ = reader;
-      graph_ = std::make_unique<analysis::LayerGraph>(reader_->metadata());
+      metadata_ = reader_->metadata();  // a copy: a live run's refresh rewrites the reader's on the reader thread
+      graph_ = std::make_unique<analysis::LayerGraph>(metadata_);
       snapshot_steps_.clear();  // found after the first paint (load_snapshot_steps)
       apply(std::move(*contents));
       report_.reset();

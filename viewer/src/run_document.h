@@ -44,7 +44,7 @@ class RunDocument : public QObject {
   QString path() const { return path_; }
 
   // Valid after opened(); owned by the GUI thread.
-  const format::RunMetadata& metadata() const;
+  const format::RunMetadata& metadata() const { return metadata_; }
   const analysis::LayerGraph& graph() const { return *graph_; }
   const std::vector<format::ScalarSeries>& scalars() const { return scalars_; }
   // Steps with layer data, sorted; empty until snapshots_ready().
@@ -113,6 +113,7 @@ class RunDocument : public QObject {
 
   QString path_;
   std::shared_ptr<format::RunReader> reader_;
+  format::RunMetadata metadata_;
   std::unique_ptr<analysis::LayerGraph> graph_;
   std::vector<format::ScalarSeries> scalars_;
   std::vector<int64_t> snapshot_steps_;

@@ -22,15 +22,6 @@ void xor_rows_forward(Word* words, uint32_t rows, uint32_t columns) {
 }
 
 template <typename Word>
-void xor_rows_inverse(Word* words, uint32_t rows, uint32_t columns) {
-  for (uint32_t r = 1; r < rows; ++r) {
-    Word* row = words + size_t(r) * columns;
-    const Word* prev = row - columns;
-    for (uint32_t c = 0; c < columns; ++c) row[c] ^= prev[c];
-  }
-}
-
-template <typename Word>
 void shuffle_bytes(const Word* words, size_t count, std::string* out) {
   constexpr size_t kSize = sizeof(Word);
   out->resize(count * kSize);
@@ -38,15 +29,6 @@ void shuffle_bytes(const Word* words, size_t count, std::string* out) {
   auto* src = reinterpret_cast<const uint8_t*>(words);
   for (size_t i = 0; i < count; ++i)
     for (size_t b = 0; b < kSize; ++b) dst[b * count + i] = src[i * kSize + b];
-}
-
-template <typename Word>
-void unshuffle_bytes(const std::string& in, size_t count, Word* words) {
-  constexpr size_t kSize = sizeof(Word);
-  auto* src = reinterpret_cast<const uint8_t*>(in.data());
-  auto* dst = reinterpret_cast<uint8_t*>(words);
-  for (size_t i = 0; i < count; ++i)
-    for (size_t b = 0; b < kSize; ++b) dst[i * kSize + b] = src[b * count + i];
 }
 
 template <typename Word>
@@ -63,31 +45,6 @@ void encode_words(std::vector<Word>& words, const std::vector<Word>* base, uint3
   out->set_filter(filter);
   out->set_rows(rows);
   out->set_columns(columns);
-}
-
-template <typename Word>
-std::vector<Word> decode_words(const proto::PackedArray& array, const std::vector<Word>* base) {
-  const size_t count = size_t(array.rows()) * array.columns();
-  if (array.data().size() != count * sizeof(Word))
-    throw FormatError("array of " + std::to_string(array.rows()) + "x" + std::to_string(array.columns()) +
-                      " elements holds " + std::to_string(array.data().size()) + " bytes");
-  std::vector<Word> words(count);
-  switch (array.filter()) {
-    case proto::NONE:
-      if (count) std::memcpy(words.data(), array.data().data(), count * sizeof(Word));
-      break;
-    case proto::SHUFFLE:
-    case proto::XOR_PREVIOUS_SHUFFLE:
-    case proto::XOR_BASE_SHUFFLE: unshuffle_bytes(array.data(), count, words.data()); break;
-    default: throw FormatError("unknown array filter " + std::to_string(int(array.filter())));
-  }
-  if (array.filter() == proto::XOR_PREVIOUS_SHUFFLE) xor_rows_inverse(words.data(), array.rows(), array.columns());
-  if (array.filter() == proto::XOR_BASE_SHUFFLE) {
-    if (!base || base->size() != count)
-      throw FormatError("array XORed against a base that is missing or differs in size");
-    for (size_t i = 0; i < count; ++i) words[i] ^= (*base)[i];
-  }
-  return words;
 }
 
 uint32_t float_bits(float f) {
@@ -181,6 +138,136 @@ void unshuffle32(const uint8_t* planes, size_t count, const uint8_t* base, uint8
   }
 }
 
+void store64(uint8_t* p, uint64_t v) {
+  std::memcpy(p, &v, 8);
+}
+uint64_t load64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+// Two planes of `count` bytes back into 16-bit words.
+void unshuffle16(const uint8_t* planes, size_t count, uint8_t* dst) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  for (; i + 16 <= count; i += 16) {
+    const __m128i p0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + i));
+    const __m128i p1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + count + i));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * i), _mm_unpacklo_epi8(p0, p1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * i + 16), _mm_unpackhi_epi8(p0, p1));
+  }
+#endif
+  for (; i < count; ++i) {
+    dst[2 * i] = planes[i];
+    dst[2 * i + 1] = planes[count + i];
+  }
+}
+
+// Eight planes of `count` bytes back into 64-bit words: scalars and layer summaries are doubles, and a byte at a
+// time they cost more than decompressing them.
+void unshuffle64(const uint8_t* planes, size_t count, uint8_t* dst) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  // 16 words at a time: bytes side by side in pairs, then in fours, then all eight.
+  for (; i + 16 <= count; i += 16) {
+    __m128i p[8];
+    for (size_t b = 0; b < 8; ++b) p[b] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + b * count + i));
+    const __m128i a0 = _mm_unpacklo_epi8(p[0], p[1]), a1 = _mm_unpackhi_epi8(p[0], p[1]);
+    const __m128i b0 = _mm_unpacklo_epi8(p[2], p[3]), b1 = _mm_unpackhi_epi8(p[2], p[3]);
+    const __m128i c0 = _mm_unpacklo_epi8(p[4], p[5]), c1 = _mm_unpackhi_epi8(p[4], p[5]);
+    const __m128i d0 = _mm_unpacklo_epi8(p[6], p[7]), d1 = _mm_unpackhi_epi8(p[6], p[7]);
+    const __m128i low[4] = {_mm_unpacklo_epi16(a0, b0), _mm_unpackhi_epi16(a0, b0), _mm_unpacklo_epi16(a1, b1),
+                            _mm_unpackhi_epi16(a1, b1)};
+    const __m128i high[4] = {_mm_unpacklo_epi16(c0, d0), _mm_unpackhi_epi16(c0, d0), _mm_unpacklo_epi16(c1, d1),
+                             _mm_unpackhi_epi16(c1, d1)};
+    for (size_t k = 0; k < 4; ++k) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * (i + 4 * k)), _mm_unpacklo_epi32(low[k], high[k]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * (i + 4 * k + 2)), _mm_unpackhi_epi32(low[k], high[k]));
+    }
+  }
+#endif
+  for (; i < count; ++i) {
+    uint64_t word = 0;
+    for (size_t b = 0; b < 8; ++b) word |= uint64_t(planes[b * count + i]) << (8 * b);
+    store64(dst + 8 * i, word);
+  }
+}
+
+// Undoes XOR_PREVIOUS in place: every row of `row_bytes` XORed with the row before it, already restored.
+void xor_previous_rows(uint8_t* bytes, size_t total, size_t row_bytes) {
+  if (row_bytes == 0 || total <= row_bytes) return;
+  size_t i = row_bytes;
+  if (row_bytes == 8 || row_bytes == 4) {
+    // One element per row (a scalar's or a summary field's column): a running XOR kept in a register.
+    uint64_t running = row_bytes == 8 ? load64(bytes) : load32(bytes);
+    for (; i + row_bytes <= total; i += row_bytes) {
+      if (row_bytes == 8) {
+        running ^= load64(bytes + i);
+        store64(bytes + i, running);
+      } else {
+        running ^= load32(bytes + i);
+        store32(bytes + i, uint32_t(running));
+      }
+    }
+    return;
+  }
+#if defined(__SSE2__)
+  // Rows of at least 16 bytes: a vector never reads bytes it has not restored yet.
+  if (row_bytes >= 16)
+    for (; i + 16 <= total; i += 16) {
+      const __m128i previous = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes + i - row_bytes));
+      const __m128i current = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes + i));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(bytes + i), _mm_xor_si128(current, previous));
+    }
+#endif
+  for (; i < total; ++i) bytes[i] ^= bytes[i - row_bytes];
+}
+
+// Bytes per element of an ElementType, 0 for one this reader does not know.
+size_t element_width(int32_t type) {
+  switch (type) {
+    case proto::FLOAT32: return 4;
+    case proto::FLOAT64: return 8;
+    case proto::FLOAT16:
+    case proto::BFLOAT16: return 2;
+    default: return 0;
+  }
+}
+
+void check_array(const PackedArrayView& a, size_t width) {
+  // Division, not multiplication: rows x columns x width may not fit in 64 bits for a forged array.
+  if (a.size % width != 0 || a.size / width != a.count())
+    throw FormatError("array of " + std::to_string(a.rows) + "x" + std::to_string(a.columns) + " elements holds " +
+                      std::to_string(a.size) + " bytes");
+  if (a.filter != proto::NONE && a.filter != proto::SHUFFLE && a.filter != proto::XOR_PREVIOUS_SHUFFLE &&
+      a.filter != proto::XOR_BASE_SHUFFLE)
+    throw FormatError("unknown array filter " + std::to_string(a.filter));
+}
+
+// Reverses the filter into count() elements of `width` bytes at `dst`, the element bits unchanged. `base` (same
+// width and count) is XORed in for XOR_BASE_SHUFFLE; `has_base` says the caller gave one.
+void decode_elements(const PackedArrayView& a, size_t width, bool has_base, const uint8_t* base, uint8_t* dst) {
+  if (a.filter == proto::XOR_BASE_SHUFFLE && !has_base)
+    throw FormatError("array XORed against a base that is missing or differs in size");
+  const size_t count = a.count();
+  if (count == 0) return;
+  if (a.filter == proto::NONE) {
+    std::memcpy(dst, a.data, count * width);
+    return;
+  }
+  const bool xor_base = a.filter == proto::XOR_BASE_SHUFFLE;
+  if (width == 4) {
+    unshuffle32(a.data, count, xor_base ? base : nullptr, dst);  // the base XOR rides along
+  } else {
+    if (width == 2) unshuffle16(a.data, count, dst);
+    if (width == 8) unshuffle64(a.data, count, dst);
+    if (xor_base)
+      for (size_t i = 0; i < count * width; ++i) dst[i] ^= base[i];
+  }
+  if (a.filter == proto::XOR_PREVIOUS_SHUFFLE) xor_previous_rows(dst, count * width, size_t(a.columns) * width);
+}
+
 void pack_float32(const float* values, uint32_t rows, uint32_t columns, proto::ArrayFilter filter, const float* base,
                   proto::PackedArray* out) {
   const size_t n = size_t(rows) * columns;
@@ -206,31 +293,6 @@ void pack_float32(const float* values, uint32_t rows, uint32_t columns, proto::A
   out->set_filter(filter);
   out->set_rows(rows);
   out->set_columns(columns);
-}
-
-std::vector<float> unpack_float32(const proto::PackedArray& array, const float* base) {
-  const size_t count = size_t(array.rows()) * array.columns();
-  if (array.data().size() != count * 4)
-    throw FormatError("array of " + std::to_string(array.rows()) + "x" + std::to_string(array.columns()) +
-                      " elements holds " + std::to_string(array.data().size()) + " bytes");
-  const auto filter = array.filter();
-  if (filter != proto::NONE && filter != proto::SHUFFLE && filter != proto::XOR_PREVIOUS_SHUFFLE &&
-      filter != proto::XOR_BASE_SHUFFLE)
-    throw FormatError("unknown array filter " + std::to_string(int(filter)));
-  if (filter == proto::XOR_BASE_SHUFFLE && !base)
-    throw FormatError("array XORed against a base that is missing or differs in size");
-  std::vector<float> out(count);
-  auto* dst = reinterpret_cast<uint8_t*>(out.data());
-  const auto* src = reinterpret_cast<const uint8_t*>(array.data().data());
-  if (filter == proto::NONE) {
-    if (count) std::memcpy(dst, src, count * 4);
-    return out;
-  }
-  unshuffle32(src, count, filter == proto::XOR_BASE_SHUFFLE ? reinterpret_cast<const uint8_t*>(base) : nullptr, dst);
-  if (filter == proto::XOR_PREVIOUS_SHUFFLE)
-    for (size_t i = array.columns(); i < count; ++i)
-      store32(dst + 4 * i, load32(dst + 4 * i) ^ load32(dst + 4 * (i - array.columns())));
-  return out;
 }
 
 }  // namespace
@@ -298,27 +360,62 @@ void pack_floats(const float* values, uint32_t rows, uint32_t columns, Precision
   encode_words(words, &base_words, rows, columns, filter, out);
 }
 
-std::vector<float> unpack_floats(const proto::PackedArray& array, const float* base) {
-  const size_t n = size_t(array.rows()) * array.columns();
-  switch (array.type()) {
-    case proto::FLOAT32: return unpack_float32(array, base);
+PackedArrayView view_of(const proto::PackedArray& array) {
+  PackedArrayView v;
+  v.type = array.type();
+  v.filter = array.filter();
+  v.rows = array.rows();
+  v.columns = array.columns();
+  v.data = reinterpret_cast<const uint8_t*>(array.data().data());
+  v.size = array.data().size();
+  return v;
+}
+
+void unpack_floats_into(const PackedArrayView& array, const float* base, float* out) {
+  const size_t n = array.count();
+  switch (array.type) {
+    case proto::FLOAT32:
+      check_array(array, 4);
+      decode_elements(array, 4, base != nullptr, reinterpret_cast<const uint8_t*>(base),
+                      reinterpret_cast<uint8_t*>(out));
+      return;
     case proto::FLOAT16:
     case proto::BFLOAT16: {
-      const Precision p = array.type() == proto::FLOAT16 ? Precision::Float16 : Precision::BFloat16;
+      check_array(array, 2);
+      const Precision p = array.type == proto::FLOAT16 ? Precision::Float16 : Precision::BFloat16;
       std::vector<uint16_t> base_words;
-      if (base) base_words = to_16bit(base, n, p);
-      std::vector<uint16_t> words = decode_words<uint16_t>(array, base ? &base_words : nullptr);
-      std::vector<float> out(n);
-      for (size_t i = 0; i < n; ++i)
-        out[i] = p == Precision::Float16 ? half_to_float(words[i]) : bfloat16_to_float(words[i]);
-      return out;
+      if (base && array.filter == proto::XOR_BASE_SHUFFLE) base_words = to_16bit(base, n, p);
+      std::vector<uint16_t> words(n);
+      decode_elements(array, 2, base != nullptr, reinterpret_cast<const uint8_t*>(base_words.data()),
+                      reinterpret_cast<uint8_t*>(words.data()));
+      if (p == Precision::Float16)
+        for (size_t i = 0; i < n; ++i) out[i] = half_to_float(words[i]);
+      else
+        for (size_t i = 0; i < n; ++i) out[i] = bfloat16_to_float(words[i]);
+      return;
     }
     case proto::FLOAT64: {
-      std::vector<double> d = unpack_doubles(array);
-      return std::vector<float>(d.begin(), d.end());
+      check_array(array, 8);
+      std::vector<double> d(n);
+      decode_elements(array, 8, false, nullptr, reinterpret_cast<uint8_t*>(d.data()));
+      for (size_t i = 0; i < n; ++i) out[i] = float(d[i]);
+      return;
     }
-    default: throw FormatError("unknown element type " + std::to_string(int(array.type())));
+    default: throw FormatError("unknown element type " + std::to_string(array.type));
   }
+}
+
+std::vector<float> unpack_floats(const PackedArrayView& array, const float* base) {
+  const size_t width = element_width(array.type);
+  if (width == 0) throw FormatError("unknown element type " + std::to_string(array.type));
+  check_array(array, width);  // before allocating: a forged row count must not allocate more than the payload holds
+  std::vector<float> out(array.count());
+  unpack_floats_into(array, base, out.data());
+  return out;
+}
+
+std::vector<float> unpack_floats(const proto::PackedArray& array, const float* base) {
+  return unpack_floats(view_of(array), base);
 }
 
 void pack_doubles(const double* values, uint32_t rows, uint32_t columns, proto::ArrayFilter filter,
@@ -330,15 +427,29 @@ void pack_doubles(const double* values, uint32_t rows, uint32_t columns, proto::
   encode_words<uint64_t>(words, nullptr, rows, columns, filter, out);
 }
 
-std::vector<double> unpack_doubles(const proto::PackedArray& array) {
-  if (array.type() != proto::FLOAT64) {
-    std::vector<float> f = unpack_floats(array);
+void unpack_doubles_into(const PackedArrayView& array, double* out) {
+  if (array.type != proto::FLOAT64) {
+    const std::vector<float> f = unpack_floats(array);
+    std::copy(f.begin(), f.end(), out);
+    return;
+  }
+  check_array(array, 8);
+  decode_elements(array, 8, false, nullptr, reinterpret_cast<uint8_t*>(out));
+}
+
+std::vector<double> unpack_doubles(const PackedArrayView& array) {
+  if (array.type != proto::FLOAT64) {
+    const std::vector<float> f = unpack_floats(array);
     return std::vector<double>(f.begin(), f.end());
   }
-  std::vector<uint64_t> words = decode_words<uint64_t>(array, nullptr);
-  std::vector<double> out(words.size());
-  if (!words.empty()) std::memcpy(out.data(), words.data(), words.size() * 8);
+  check_array(array, 8);
+  std::vector<double> out(array.count());
+  decode_elements(array, 8, false, nullptr, reinterpret_cast<uint8_t*>(out.data()));
   return out;
+}
+
+std::vector<double> unpack_doubles(const proto::PackedArray& array) {
+  return unpack_doubles(view_of(array));
 }
 
 }  // namespace trainscope::format

@@ -22,6 +22,24 @@ void pack_doubles(const double* values, uint32_t rows, uint32_t columns, proto::
                   proto::PackedArray* out);
 std::vector<double> unpack_doubles(const proto::PackedArray& array);
 
+// A PackedArray whose `data` stays where it is, inside a decompressed chunk payload: decoding reads it in place
+// instead of copying it out first. Enum fields are kept as the integers on the wire (a newer writer may add values).
+struct PackedArrayView {
+  int32_t type = proto::FLOAT32;
+  int32_t filter = proto::NONE;
+  uint32_t rows = 0, columns = 0;
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+  size_t count() const { return size_t(rows) * columns; }
+};
+PackedArrayView view_of(const proto::PackedArray& array);
+
+// Decodes into `out`, which holds count() elements. Throws FormatError as unpack_floats does.
+void unpack_floats_into(const PackedArrayView& array, const float* base, float* out);
+std::vector<float> unpack_floats(const PackedArrayView& array, const float* base = nullptr);
+void unpack_doubles_into(const PackedArrayView& array, double* out);
+std::vector<double> unpack_doubles(const PackedArrayView& array);
+
 // IEEE binary16 and bfloat16 conversions, round to nearest even, NaN and Inf kept.
 uint16_t float_to_half(float f);
 float half_to_float(uint16_t h);

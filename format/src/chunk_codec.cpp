@@ -1,7 +1,10 @@
 #include "chunk_codec.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "array_codec.h"
 #include "metadata_proto.h"
@@ -15,6 +18,121 @@ Message parse(const std::string& payload, const char* what) {
   Message m;
   if (!m.ParseFromString(payload)) throw FormatError(std::string(what) + " payload does not parse");
   return m;
+}
+
+// The protobuf wire format read straight from a decompressed payload, for the chunk types that carry large float
+// arrays: their `data` bytes are decoded where they lie (PackedArrayView) instead of being copied into a message's
+// strings first. As protobuf's own parser does: unknown fields are skipped, the last value of a singular field
+// wins, a message field given twice is merged, repeated numbers may come packed or not.
+class WireReader {
+ public:
+  WireReader(const uint8_t* begin, const uint8_t* end, const char* what) : p_(begin), end_(end), what_(what) {}
+  WireReader(const std::string& payload, const char* what)
+      : WireReader(reinterpret_cast<const uint8_t*>(payload.data()),
+                   reinterpret_cast<const uint8_t*>(payload.data()) + payload.size(), what) {}
+
+  bool at_end() const { return p_ == end_; }
+  // The next field's number; its wire type in `wire_type`.
+  uint32_t field(uint32_t* wire_type) {
+    const uint64_t tag = varint();
+    *wire_type = uint32_t(tag & 7);
+    if (tag >> 3 == 0 || tag >> 3 > 0x1FFFFFFFu) fail();
+    return uint32_t(tag >> 3);
+  }
+  uint64_t varint() {
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+      if (p_ == end_) fail();
+      const uint8_t b = *p_++;
+      v |= uint64_t(b & 0x7F) << shift;
+      if (!(b & 0x80)) return v;
+    }
+    fail();
+  }
+  // A length-delimited field's bytes, as a reader of their own.
+  WireReader sub() {
+    const uint64_t n = varint();
+    if (n > uint64_t(end_ - p_)) fail();
+    const uint8_t* begin = p_;
+    p_ += n;
+    return WireReader(begin, p_, what_);
+  }
+  const uint8_t* begin() const { return p_; }
+  const uint8_t* end() const { return end_; }
+  void skip(uint32_t wire_type) {
+    switch (wire_type) {
+      case 0: (void)varint(); return;
+      case 1: advance(8); return;
+      case 2: (void)sub(); return;
+      case 5: advance(4); return;
+      default: fail();  // groups (3, 4) are not proto3; 6 and 7 do not exist
+    }
+  }
+  // A repeated number field, packed (wire type 2) or one element (wire type 0); other wire types are skipped.
+  template <typename T>
+  void repeated(uint32_t wire_type, std::vector<T>* out) {
+    if (wire_type == 0) {
+      out->push_back(T(varint()));
+    } else if (wire_type == 2) {
+      WireReader packed = sub();
+      while (!packed.at_end()) out->push_back(T(packed.varint()));
+    } else {
+      skip(wire_type);
+    }
+  }
+  // A singular number field: the last one wins; a field of another wire type is unknown, hence skipped.
+  template <typename T>
+  void single(uint32_t wire_type, T* out) {
+    if (wire_type == 0)
+      *out = T(varint());
+    else
+      skip(wire_type);
+  }
+  [[noreturn]] void fail() const { throw FormatError(std::string(what_) + " payload does not parse"); }
+
+ private:
+  void advance(size_t n) {
+    if (n > size_t(end_ - p_)) fail();
+    p_ += n;
+  }
+  const uint8_t* p_;
+  const uint8_t* end_;
+  const char* what_;
+};
+
+// Merges one PackedArray message into `out`.
+void read_packed_array(WireReader r, PackedArrayView* out) {
+  while (!r.at_end()) {
+    uint32_t wire_type;
+    switch (r.field(&wire_type)) {
+      case 1: r.single(wire_type, &out->type); break;
+      case 2: r.single(wire_type, &out->filter); break;
+      case 3: r.single(wire_type, &out->rows); break;
+      case 4: r.single(wire_type, &out->columns); break;
+      case 5:
+        if (wire_type == 2) {
+          const WireReader data = r.sub();
+          out->data = data.begin();
+          out->size = size_t(data.end() - data.begin());
+        } else {
+          r.skip(wire_type);
+        }
+        break;
+      default: r.skip(wire_type);
+    }
+  }
+}
+
+// A message field: merged from its every occurrence.
+void read_message(WireReader& r, uint32_t wire_type, PackedArrayView* out) {
+  if (wire_type == 2)
+    read_packed_array(r.sub(), out);
+  else
+    r.skip(wire_type);
+}
+
+bool valid_quantity(int64_t q) {
+  return q >= 0 && q < kQuantityCount;
 }
 
 constexpr int kSummaryFields = kStatisticCount + 1;  // the statistics, then numel
@@ -108,20 +226,43 @@ std::string encode_summaries(SummaryData data) {
 }
 
 SummaryData decode_summaries(const std::string& payload) {
-  const auto m = parse<proto::LayerSummaryChunk>(payload, "layer-summary");
-  const int n = m.layer_id_size();
-  if (m.quantity_size() != n || m.step_size() != n) throw FormatError("layer-summary columns differ in length");
-  SummaryData d;
-  d.records.resize(size_t(n));
-  for (int i = 0; i < n; ++i) {
-    if (m.quantity(i) >= uint32_t(kQuantityCount)) throw FormatError("layer-summary names an unknown quantity");
-    d.records[size_t(i)] = {
-        m.layer_id(i), Quantity(m.quantity(i)), m.step(i), {}, i < m.has_neuron_stats_size() && m.has_neuron_stats(i)};
+  WireReader r(payload, "layer-summary");
+  std::vector<uint32_t> layer_id, quantity;
+  std::vector<int64_t> step;
+  std::vector<bool> has_neuron_stats;
+  std::vector<PackedArrayView> fields;
+  while (!r.at_end()) {
+    uint32_t wire_type;
+    switch (r.field(&wire_type)) {
+      case 1: r.repeated(wire_type, &layer_id); break;
+      case 2: r.repeated(wire_type, &quantity); break;
+      case 3: r.repeated(wire_type, &step); break;
+      case 4:
+        if (wire_type == 2) {
+          fields.emplace_back();
+          read_packed_array(r.sub(), &fields.back());
+        } else {
+          r.skip(wire_type);
+        }
+        break;
+      case 5: r.repeated(wire_type, &has_neuron_stats); break;
+      default: r.skip(wire_type);
+    }
   }
-  for (int f = 0; f < std::min(m.fields_size(), kSummaryFields); ++f) {
-    const std::vector<double> column = unpack_doubles(m.fields(f));
-    if (column.size() != size_t(n)) throw FormatError("layer-summary field has the wrong length");
-    for (int i = 0; i < n; ++i) set_summary_field(d.records[size_t(i)].summary, f, column[size_t(i)]);
+  const size_t n = layer_id.size();
+  if (quantity.size() != n || step.size() != n) throw FormatError("layer-summary columns differ in length");
+  SummaryData d;
+  d.records.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (quantity[i] >= uint32_t(kQuantityCount)) throw FormatError("layer-summary names an unknown quantity");
+    d.records[i] = {
+        layer_id[i], Quantity(quantity[i]), step[i], {}, i < has_neuron_stats.size() && has_neuron_stats[i]};
+  }
+  std::vector<double> column(n);
+  for (size_t f = 0; f < std::min(fields.size(), size_t(kSummaryFields)); ++f) {
+    if (fields[f].count() != n) throw FormatError("layer-summary field has the wrong length");
+    unpack_doubles_into(fields[f], column.data());
+    for (size_t i = 0; i < n; ++i) set_summary_field(d.records[i].summary, int(f), column[i]);
   }
   return d;
 }
@@ -143,20 +284,48 @@ std::string encode_neuron_stats(const NeuronStatsData& data, Precision precision
 }
 
 NeuronStatsData decode_neuron_stats(const std::string& payload) {
-  const auto m = parse<proto::NeuronStatsChunk>(payload, "neuron-stats");
+  struct Block {
+    int64_t quantity = 0, statistic = 0;
+    std::vector<int64_t> steps;
+    PackedArrayView values;
+  };
+  WireReader r(payload, "neuron-stats");
   NeuronStatsData d;
-  d.layer_id = m.layer_id();
-  for (const auto& pb : m.blocks()) {
-    NeuronBlockData b;
-    if (pb.quantity() >= kQuantityCount || pb.statistic() >= kStatisticCount)
+  std::vector<Block> blocks;
+  while (!r.at_end()) {
+    uint32_t wire_type;
+    const uint32_t field = r.field(&wire_type);
+    if (field == 1) {
+      r.single(wire_type, &d.layer_id);
+    } else if (field == 2 && wire_type == 2) {
+      Block& b = blocks.emplace_back();
+      for (WireReader block = r.sub(); !block.at_end();) {
+        uint32_t block_wire_type;
+        switch (block.field(&block_wire_type)) {
+          case 1: block.single(block_wire_type, &b.quantity); break;
+          case 2: block.single(block_wire_type, &b.statistic); break;
+          case 3: block.repeated(block_wire_type, &b.steps); break;
+          case 4: read_message(block, block_wire_type, &b.values); break;
+          default: block.skip(block_wire_type);
+        }
+      }
+    } else {
+      r.skip(wire_type);
+    }
+  }
+  d.blocks.reserve(blocks.size());
+  for (Block& pb : blocks) {
+    // Enums are int32 on the wire: a negative one arrives as a large varint.
+    const auto quantity = int32_t(pb.quantity), statistic = int32_t(pb.statistic);
+    if (!valid_quantity(quantity) || statistic < 0 || statistic >= kStatisticCount)
       throw FormatError("neuron-stats block names an unknown quantity or statistic");
-    b.quantity = Quantity(pb.quantity());
-    b.statistic = Statistic(pb.statistic());
-    b.steps.assign(pb.steps().begin(), pb.steps().end());
-    if (pb.values().rows() != b.steps.size()) throw FormatError("neuron-stats block rows differ from its steps");
-    b.neuron_count = pb.values().columns();
-    b.values = unpack_floats(pb.values());
-    d.blocks.push_back(std::move(b));
+    if (pb.values.rows != pb.steps.size()) throw FormatError("neuron-stats block rows differ from its steps");
+    NeuronBlockData& b = d.blocks.emplace_back();
+    b.quantity = Quantity(quantity);
+    b.statistic = Statistic(statistic);
+    b.steps = std::move(pb.steps);
+    b.neuron_count = pb.values.columns;
+    b.values = unpack_floats(pb.values);
   }
   return d;
 }
@@ -177,26 +346,36 @@ std::string encode_full_tensor(const FullTensor& tensor, const FullTensor* base,
 }
 
 FullTensorData decode_full_tensor(const std::string& payload, const std::function<const FullTensor*(int64_t)>& base) {
-  const auto m = parse<proto::FullTensorChunk>(payload, "full-tensor");
+  WireReader r(payload, "full-tensor");
   FullTensorData d;
-  if (m.quantity() >= kQuantityCount) throw FormatError("full-tensor names an unknown quantity");
-  d.tensor.layer_id = m.layer_id();
-  d.tensor.quantity = Quantity(m.quantity());
-  d.tensor.step = m.step();
-  d.tensor.shape.assign(m.shape().begin(), m.shape().end());
-  d.tensor.probe_batch = m.probe_batch();
-  d.base_step = m.values().filter() == proto::XOR_BASE_SHUFFLE ? m.base_step() : -1;
+  int64_t quantity = 0, base_step = 0;
+  PackedArrayView values;
+  while (!r.at_end()) {
+    uint32_t wire_type;
+    switch (r.field(&wire_type)) {
+      case 1: r.single(wire_type, &d.tensor.layer_id); break;
+      case 2: r.single(wire_type, &quantity); break;
+      case 3: r.single(wire_type, &d.tensor.step); break;
+      case 4: r.repeated(wire_type, &d.tensor.shape); break;
+      case 5: read_message(r, wire_type, &values); break;
+      case 6: r.single(wire_type, &base_step); break;
+      case 7: r.single(wire_type, &d.tensor.probe_batch); break;
+      default: r.skip(wire_type);
+    }
+  }
+  if (!valid_quantity(int32_t(quantity))) throw FormatError("full-tensor names an unknown quantity");
+  d.tensor.quantity = Quantity(int32_t(quantity));
+  d.base_step = values.filter == proto::XOR_BASE_SHUFFLE ? base_step : -1;
   const float* base_values = nullptr;
   if (d.base_step >= 0) {
     const FullTensor* b = base ? base(d.base_step) : nullptr;
     if (!b)
       throw FormatError("full tensor at step " + std::to_string(d.tensor.step) + " needs its base at step " +
                         std::to_string(d.base_step) + ", which is missing");
-    if (b->values.size() != size_t(m.values().rows()) * m.values().columns())
-      throw FormatError("full tensor base differs in size");
+    if (b->values.size() != values.count()) throw FormatError("full tensor base differs in size");
     base_values = b->values.data();
   }
-  d.tensor.values = unpack_floats(m.values(), base_values);
+  d.tensor.values = unpack_floats(values, base_values);
   return d;
 }
 

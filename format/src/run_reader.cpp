@@ -11,6 +11,7 @@
 #include <set>
 #include <tuple>
 #include <unordered_map>
+#include <utility>
 #include <variant>
 
 #include "chunk_codec.h"
@@ -256,10 +257,20 @@ std::shared_ptr<const Decoded> RunReader::Impl::decode(size_t chunk_index) {
 std::shared_ptr<const Decoded> RunReader::Impl::decode_uncached(const ChunkInfo& c) {
   const SegmentState& seg = segments[c.segment];
   if (seg.fd < 0) throw FormatError(seg.path.string() + ": cannot open");
-  // Both buffers are reused from chunk to chunk: reading allocates only the decoded result. A full tensor's base is
-  // decoded recursively (overwriting them) only after its own payload was parsed.
-  std::string& framed = framed_buffer;
-  std::string& raw = raw_buffer;
+  // Both buffers are reused from chunk to chunk: reading allocates only the decoded result. They are borrowed, not
+  // shared: a full tensor is decoded from views into `raw`, and its base, decoded recursively meanwhile, must not
+  // overwrite them (it finds the scratch empty and uses buffers of its own).
+  struct Borrowed {
+    std::string& home;
+    std::string buffer;
+    explicit Borrowed(std::string& h) : home(h), buffer(std::exchange(h, {})) {}
+    ~Borrowed() {
+      if (buffer.capacity() >= home.capacity()) home = std::move(buffer);
+    }
+  };
+  Borrowed framed_scratch(framed_buffer), raw_scratch(raw_buffer);
+  std::string& framed = framed_scratch.buffer;
+  std::string& raw = raw_scratch.buffer;
   read_framed_chunk(seg.fd, seg.path, c, &framed);
   stats.stored_bytes_read += framed.size();
   decompress_chunk(seg.path, c, framed, &raw);
@@ -443,10 +454,18 @@ std::vector<LayerQuantityRecord> RunReader::read_all_summaries(int64_t first_ste
   std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
   std::vector<LayerQuantityRecord> out;
   std::vector<int64_t> steps;
+  std::vector<std::shared_ptr<const SummaryData>> decoded;
+  size_t count = 0;
   for (size_t i : impl_->summary_chunks) {
     if (!overlaps(impl_->chunks[i], first_step, last_step)) continue;
-    auto d = impl_->get<SummaryData>(i);
-    if (!d) continue;
+    if (auto d = impl_->get<SummaryData>(i)) {
+      for (const auto& r : d->records) count += r.step >= first_step && r.step <= last_step;
+      decoded.push_back(std::move(d));
+    }
+  }
+  out.reserve(count);
+  steps.reserve(count);
+  for (const auto& d : decoded) {
     for (const auto& r : d->records) {
       if (r.step < first_step || r.step > last_step) continue;
       LayerQuantityRecord rec;
@@ -482,7 +501,15 @@ std::optional<NeuronSeries> RunReader::read_neuron_series(uint32_t layer_id, Qua
   out.layer_id = layer_id;
   out.quantity = q;
   out.statistic = s;
+  // Two passes: the blocks first, then one allocation for the whole series and one copy per block.
+  struct Part {
+    std::shared_ptr<const NeuronStatsData> chunk;
+    const NeuronBlockData* block;
+    size_t first_row, end_row;
+  };
+  std::vector<Part> parts;
   bool found = false;
+  size_t rows = 0;
   for (size_t i : it->second) {
     const ChunkInfo& c = impl_->chunks[i];
     if (!overlaps(c, first_step, last_step) || !(c.aux & (1u << unsigned(q)))) continue;
@@ -493,15 +520,28 @@ std::optional<NeuronSeries> RunReader::read_neuron_series(uint32_t layer_id, Qua
       if (!found) out.neuron_count = b.neuron_count;
       found = true;
       if (b.neuron_count != out.neuron_count) continue;  // the layer changed size; keep the first shape
-      for (size_t r = 0; r < b.steps.size(); ++r) {
-        if (b.steps[r] < first_step || b.steps[r] > last_step) continue;
-        out.steps.push_back(b.steps[r]);
-        out.values.insert(out.values.end(), b.values.begin() + ptrdiff_t(r * b.neuron_count),
-                          b.values.begin() + ptrdiff_t((r + 1) * b.neuron_count));
+      // A block's steps are ascending: the rows in range are one stretch, found without a scan.
+      size_t r = 0;
+      while (r < b.steps.size()) {
+        while (r < b.steps.size() && (b.steps[r] < first_step || b.steps[r] > last_step)) ++r;
+        const size_t begin = r;
+        while (r < b.steps.size() && b.steps[r] >= first_step && b.steps[r] <= last_step) ++r;
+        if (r > begin) {
+          parts.push_back({d, &b, begin, r});
+          rows += r - begin;
+        }
       }
     }
   }
   if (!found) return std::nullopt;
+  out.steps.reserve(rows);
+  out.values.reserve(rows * out.neuron_count);
+  for (const Part& p : parts) {
+    const NeuronBlockData& b = *p.block;
+    out.steps.insert(out.steps.end(), b.steps.begin() + ptrdiff_t(p.first_row), b.steps.begin() + ptrdiff_t(p.end_row));
+    out.values.insert(out.values.end(), b.values.begin() + ptrdiff_t(p.first_row * b.neuron_count),
+                      b.values.begin() + ptrdiff_t(p.end_row * b.neuron_count));
+  }
   return out;
 }
 
@@ -583,14 +623,19 @@ std::vector<int64_t> RunReader::full_tensor_steps(uint32_t layer_id, Quantity q,
 }
 
 std::optional<FullTensor> RunReader::read_full_tensor(uint32_t layer_id, Quantity q, int64_t step, bool probe_batch) {
-  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
-  auto it = impl_->tensor_chunks.find({layer_id, q, probe_batch});
-  if (it == impl_->tensor_chunks.end()) return std::nullopt;
-  auto found = it->second.find(step);
-  if (found == it->second.end()) return std::nullopt;
-  auto t = impl_->get<FullTensor>(found->second);
+  auto t = full_tensor(layer_id, q, step, probe_batch);
   if (!t) return std::nullopt;
   return *t;
+}
+
+std::shared_ptr<const FullTensor> RunReader::full_tensor(uint32_t layer_id, Quantity q, int64_t step,
+                                                         bool probe_batch) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  auto it = impl_->tensor_chunks.find({layer_id, q, probe_batch});
+  if (it == impl_->tensor_chunks.end()) return nullptr;
+  auto found = it->second.find(step);
+  if (found == it->second.end()) return nullptr;
+  return impl_->get<FullTensor>(found->second);
 }
 
 std::vector<GapInfo> RunReader::gaps() {

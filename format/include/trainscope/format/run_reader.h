@@ -122,6 +122,9 @@ class RunReader {
   // Steps at which a full tensor of (layer, quantity) exists.
   std::vector<int64_t> full_tensor_steps(uint32_t layer_id, Quantity q, bool probe_batch = false) const;
   std::optional<FullTensor> read_full_tensor(uint32_t layer_id, Quantity q, int64_t step, bool probe_batch = false);
+  // The same without copying the values: the decoded tensor the reader caches, shared with the caller (it stays
+  // valid after eviction or clear_cache()). nullptr when there is none or its chunk is unreadable.
+  std::shared_ptr<const FullTensor> full_tensor(uint32_t layer_id, Quantity q, int64_t step, bool probe_batch = false);
   std::vector<GapInfo> gaps();
 
   // Reads and decompresses every chunk, checking every checksum; reports each problem found. progress(done, total)

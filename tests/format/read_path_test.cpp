@@ -1,0 +1,339 @@
+// The read path's fast decoding: SIMD unshuffling and row XOR at every length and width, the wire-format reader
+// that decodes arrays where they lie in the payload (against protobuf's own parser, on every wire form protobuf
+// accepts), and the reader's no-copy tensor API.
+#include <gtest/gtest.h>
+#include <trainscope/format/run_reader.h>
+#include <trainscope/format/run_writer.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "array_codec.h"
+#include "chunk_codec.h"
+#include "test_support.h"
+#include "trainscope.pb.h"
+
+namespace trainscope::format {
+namespace {
+
+uint32_t bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+uint64_t bits(double d) {
+  uint64_t u;
+  std::memcpy(&u, &d, 8);
+  return u;
+}
+
+// Values with every byte position in use: random bit patterns (NaN payloads and subnormals included) mixed with
+// smooth rows, so that both the SIMD body and the scalar tail see all planes non-zero.
+std::vector<float> test_floats(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t u = rng();
+    std::memcpy(&v[i], &u, 4);
+    if (i % 3 == 0) v[i] = 1.0f + 1e-3f * float(i);
+  }
+  return v;
+}
+
+// Row counts and column counts around the vector widths (16 elements per SIMD step) and the special row widths.
+const uint32_t kRows[] = {1, 2, 3, 7};
+const uint32_t kColumns[] = {1, 2, 3, 4, 5, 8, 15, 16, 17, 33, 64};
+
+TEST(ReadPath, Float32DecodesBitExactlyAtEveryShape) {
+  for (uint32_t rows : kRows)
+    for (uint32_t columns : kColumns) {
+      const size_t n = size_t(rows) * columns;
+      const std::vector<float> v = test_floats(n, rows * 100 + columns), base = test_floats(n, 7);
+      for (auto filter : {proto::NONE, proto::SHUFFLE, proto::XOR_PREVIOUS_SHUFFLE, proto::XOR_BASE_SHUFFLE}) {
+        proto::PackedArray packed;
+        pack_floats(v.data(), rows, columns, Precision::Float32, filter, base.data(), &packed);
+        const std::vector<float> back = unpack_floats(view_of(packed), base.data());
+        ASSERT_EQ(back.size(), n);
+        for (size_t i = 0; i < n; ++i)
+          ASSERT_EQ(bits(back[i]), bits(v[i])) << rows << "x" << columns << " filter " << filter << " i " << i;
+        std::vector<float> into(n, -1.0f);
+        unpack_floats_into(view_of(packed), base.data(), into.data());
+        ASSERT_EQ(std::memcmp(into.data(), v.data(), n * 4), 0) << rows << "x" << columns << " filter " << filter;
+      }
+    }
+}
+
+TEST(ReadPath, Float64DecodesBitExactlyAtEveryShape) {
+  for (uint32_t rows : kRows)
+    for (uint32_t columns : kColumns) {
+      const size_t n = size_t(rows) * columns;
+      std::mt19937_64 rng(rows * 1000 + columns);
+      std::vector<double> v(n);
+      for (size_t i = 0; i < n; ++i) {
+        const uint64_t u = rng();
+        std::memcpy(&v[i], &u, 8);
+        if (i % 4 == 1) v[i] = std::numeric_limits<double>::quiet_NaN();
+      }
+      for (auto filter : {proto::NONE, proto::SHUFFLE, proto::XOR_PREVIOUS_SHUFFLE}) {
+        proto::PackedArray packed;
+        pack_doubles(v.data(), rows, columns, filter, &packed);
+        const std::vector<double> back = unpack_doubles(view_of(packed));
+        ASSERT_EQ(back.size(), n);
+        for (size_t i = 0; i < n; ++i)
+          ASSERT_EQ(bits(back[i]), bits(v[i])) << rows << "x" << columns << " filter " << filter << " i " << i;
+      }
+    }
+}
+
+TEST(ReadPath, SixteenBitDecodesToTheRoundedValuesAtEveryShape) {
+  for (Precision p : {Precision::Float16, Precision::BFloat16})
+    for (uint32_t rows : kRows)
+      for (uint32_t columns : kColumns) {
+        const size_t n = size_t(rows) * columns;
+        std::vector<float> v(n), base(n);
+        for (size_t i = 0; i < n; ++i) {
+          v[i] = std::sin(0.37f * float(i)) * 100.0f + float(i % 5);
+          base[i] = v[i] * 0.999f;
+        }
+        const auto rounded = [&](float x) {
+          return p == Precision::Float16 ? half_to_float(float_to_half(x)) : bfloat16_to_float(float_to_bfloat16(x));
+        };
+        for (auto filter : {proto::NONE, proto::SHUFFLE, proto::XOR_PREVIOUS_SHUFFLE, proto::XOR_BASE_SHUFFLE}) {
+          proto::PackedArray packed;
+          pack_floats(v.data(), rows, columns, p, filter, base.data(), &packed);
+          const std::vector<float> back = unpack_floats(view_of(packed), base.data());
+          ASSERT_EQ(back.size(), n);
+          for (size_t i = 0; i < n; ++i)
+            ASSERT_EQ(bits(back[i]), bits(rounded(v[i]))) << rows << "x" << columns << " filter " << filter;
+        }
+      }
+}
+
+TEST(ReadPath, ForgedArraysAreRejectedBeforeAnyAllocation) {
+  const uint8_t data[16] = {};
+  PackedArrayView v;
+  v.data = data;
+  v.size = sizeof data;
+  v.rows = 0xFFFFFFFFu, v.columns = 0xFFFFFFFFu;  // rows x columns x 4 does not even fit in 64 bits
+  for (int32_t type : {int32_t(proto::FLOAT32), int32_t(proto::FLOAT64), int32_t(proto::FLOAT16)}) {
+    v.type = type;
+    EXPECT_THROW(unpack_floats(v), FormatError) << type;
+    EXPECT_THROW(unpack_doubles(v), FormatError) << type;
+  }
+  v.rows = 1, v.columns = 4, v.type = proto::FLOAT32;
+  v.filter = 9;
+  EXPECT_THROW(unpack_floats(v), FormatError);
+  v.filter = proto::XOR_BASE_SHUFFLE;
+  EXPECT_THROW(unpack_floats(v), FormatError);  // no base given
+  v.filter = proto::SHUFFLE;
+  v.type = 7;
+  EXPECT_THROW(unpack_floats(v), FormatError);
+}
+
+// Hand-made protobuf wire bytes, for the forms protobuf accepts but never writes itself.
+struct Wire {
+  std::string bytes;
+  Wire& varint(uint64_t v) {
+    do {
+      bytes.push_back(char((v & 0x7F) | (v > 0x7F ? 0x80 : 0)));
+      v >>= 7;
+    } while (v);
+    return *this;
+  }
+  Wire& tag(uint32_t field, uint32_t wire_type) { return varint(uint64_t(field) << 3 | wire_type); }
+  Wire& number(uint32_t field, uint64_t v) { return tag(field, 0).varint(v); }
+  Wire& message(uint32_t field, const std::string& body) {
+    tag(field, 2).varint(body.size());
+    bytes += body;
+    return *this;
+  }
+  Wire& fixed64(uint32_t field, uint64_t v) {
+    tag(field, 1);
+    for (int i = 0; i < 8; ++i) bytes.push_back(char(v >> (8 * i)));
+    return *this;
+  }
+  Wire& fixed32(uint32_t field, uint32_t v) {
+    tag(field, 5);
+    for (int i = 0; i < 4; ++i) bytes.push_back(char(v >> (8 * i)));
+    return *this;
+  }
+  Wire& unknown_fields() {  // one of each wire type, under field numbers no message uses
+    number(90, 12345);
+    fixed64(91, 0x0102030405060708ull);
+    message(92, "anything");
+    fixed32(93, 77);
+    return *this;
+  }
+};
+
+std::string packed_array_body(const proto::PackedArray& a) {
+  return a.SerializeAsString();
+}
+
+NeuronStatsData stats_sample() {
+  NeuronStatsData d;
+  d.layer_id = 4;
+  for (auto s : {Statistic::Mean, Statistic::NanCount}) {
+    NeuronBlockData b{Quantity::WeightGrad, s, 3, {10, 20, 30, 40, 50}, {}};
+    b.values = test_floats(15, uint32_t(s));
+    d.blocks.push_back(b);
+  }
+  return d;
+}
+
+void expect_same(const NeuronStatsData& a, const NeuronStatsData& b) {
+  EXPECT_EQ(a.layer_id, b.layer_id);
+  ASSERT_EQ(a.blocks.size(), b.blocks.size());
+  for (size_t i = 0; i < a.blocks.size(); ++i) {
+    EXPECT_EQ(a.blocks[i].quantity, b.blocks[i].quantity);
+    EXPECT_EQ(a.blocks[i].statistic, b.blocks[i].statistic);
+    EXPECT_EQ(a.blocks[i].neuron_count, b.blocks[i].neuron_count);
+    EXPECT_EQ(a.blocks[i].steps, b.blocks[i].steps);
+    ASSERT_EQ(a.blocks[i].values.size(), b.blocks[i].values.size());
+    EXPECT_EQ(std::memcmp(a.blocks[i].values.data(), b.blocks[i].values.data(), a.blocks[i].values.size() * 4), 0);
+  }
+}
+
+TEST(ReadPath, NeuronStatsDecodeEveryWireFormProtobufAccepts) {
+  const NeuronStatsData original = stats_sample();
+  const std::string canonical = encode_neuron_stats(original, Precision::Float32);
+  expect_same(decode_neuron_stats(canonical), original);
+
+  // The same chunk written the ways protobuf also reads: unknown fields of every wire type everywhere, steps
+  // unpacked, the values message split in two (merged), layer_id given twice (the last wins).
+  proto::NeuronStatsChunk m;
+  ASSERT_TRUE(m.ParseFromString(canonical));
+  Wire chunk;
+  chunk.number(1, 99).unknown_fields();
+  for (const auto& b : m.blocks()) {
+    Wire block;
+    block.unknown_fields().number(1, uint64_t(b.quantity())).number(2, uint64_t(b.statistic()));
+    for (int64_t s : b.steps()) block.number(3, uint64_t(s));
+    proto::PackedArray first = b.values(), second;
+    first.clear_data();
+    first.clear_columns();
+    second.set_columns(b.values().columns());
+    second.set_data(b.values().data());
+    block.message(4, packed_array_body(first)).unknown_fields().message(4, packed_array_body(second));
+    chunk.message(2, block.bytes);
+  }
+  chunk.number(1, original.layer_id).unknown_fields();
+  ASSERT_TRUE(proto::NeuronStatsChunk().ParseFromString(chunk.bytes));  // protobuf agrees it is valid
+  expect_same(decode_neuron_stats(chunk.bytes), original);
+}
+
+TEST(ReadPath, SummariesAndFullTensorsDecodeUnusualWireForms) {
+  SummaryData summaries;
+  for (int i = 0; i < 21; ++i) {
+    SummaryRecord r{uint32_t(i % 3), Quantity(i % 6), int64_t(i), {}, i % 2 == 0};
+    r.summary.mean = 0.5 * i, r.summary.norm = std::sqrt(double(i)), r.summary.numel = 64;
+    r.summary.nan_count = i == 7 ? 3 : 0;
+    summaries.records.push_back(r);
+  }
+  proto::LayerSummaryChunk m;
+  ASSERT_TRUE(m.ParseFromString(encode_summaries(summaries)));
+  Wire w;  // every repeated number unpacked, unknown fields between them
+  for (int i = 0; i < m.layer_id_size(); ++i)
+    w.number(1, m.layer_id(i)).number(2, m.quantity(i)).number(3, uint64_t(m.step(i))).unknown_fields();
+  for (const auto& f : m.fields()) w.message(4, packed_array_body(f));
+  for (bool b : m.has_neuron_stats()) w.number(5, b ? 7 : 0);  // any non-zero varint is true
+  const SummaryData back = decode_summaries(w.bytes);
+  const SummaryData canonical = decode_summaries(m.SerializeAsString());
+  ASSERT_EQ(back.records.size(), canonical.records.size());
+  for (size_t i = 0; i < back.records.size(); ++i) {
+    EXPECT_EQ(back.records[i].layer_id, canonical.records[i].layer_id);
+    EXPECT_EQ(back.records[i].step, canonical.records[i].step);
+    EXPECT_EQ(back.records[i].has_neuron_stats, canonical.records[i].has_neuron_stats);
+    for (Statistic s : all_statistics())
+      EXPECT_EQ(bits(back.records[i].summary.get(s)), bits(canonical.records[i].summary.get(s)));
+    EXPECT_EQ(back.records[i].summary.numel, canonical.records[i].summary.numel);
+  }
+
+  FullTensor t{5, Quantity::Bias, 70, {3, 5}, test_floats(15, 3), true};
+  proto::FullTensorChunk ft;
+  ASSERT_TRUE(ft.ParseFromString(encode_full_tensor(t, nullptr, Precision::Float32)));
+  Wire tw;
+  tw.unknown_fields().number(1, t.layer_id).number(2, uint64_t(t.quantity)).number(3, uint64_t(t.step));
+  tw.number(4, 3).number(4, 5).message(5, packed_array_body(ft.values())).number(6, uint64_t(-1)).number(7, 1);
+  const FullTensorData d = decode_full_tensor(tw.bytes, nullptr);
+  EXPECT_EQ(d.tensor.layer_id, t.layer_id);
+  EXPECT_EQ(d.tensor.quantity, t.quantity);
+  EXPECT_EQ(d.tensor.step, t.step);
+  EXPECT_EQ(d.tensor.shape, t.shape);
+  EXPECT_TRUE(d.tensor.probe_batch);
+  EXPECT_EQ(d.base_step, -1);
+  ASSERT_EQ(d.tensor.values.size(), t.values.size());
+  EXPECT_EQ(std::memcmp(d.tensor.values.data(), t.values.data(), t.values.size() * 4), 0);
+}
+
+TEST(ReadPath, DamagedPayloadsAreFormatErrors) {
+  const std::string payload = encode_neuron_stats(stats_sample(), Precision::Float32);
+  // Every prefix: a cut inside a field fails to parse, a cut between fields leaves an inconsistent block; either
+  // way a FormatError (or, at field boundaries, fewer blocks), never anything else.
+  for (size_t n = 0; n < payload.size(); ++n) {
+    try {
+      (void)decode_neuron_stats(payload.substr(0, n));
+    } catch (const FormatError&) {
+    }
+  }
+  Wire group;
+  group.tag(2, 3);  // a group: not proto3
+  EXPECT_THROW(decode_neuron_stats(group.bytes), FormatError);
+  Wire field_zero;
+  field_zero.number(0, 1);
+  EXPECT_THROW(decode_neuron_stats(field_zero.bytes), FormatError);
+  Wire overlong;
+  overlong.tag(1, 0);
+  for (int i = 0; i < 11; ++i) overlong.bytes.push_back(char(0x80));
+  EXPECT_THROW(decode_neuron_stats(overlong.bytes), FormatError);
+  Wire too_long;
+  too_long.tag(2, 2).varint(1000);  // longer than what follows
+  EXPECT_THROW(decode_neuron_stats(too_long.bytes), FormatError);
+  Wire negative;  // an enum of -1 is a ten-byte varint; it must not pass as a quantity
+  negative.message(2, Wire().number(1, uint64_t(-1)).bytes);
+  EXPECT_THROW(decode_neuron_stats(negative.bytes), FormatError);
+  Wire negative_tensor;
+  negative_tensor.number(2, uint64_t(-3));
+  EXPECT_THROW(decode_full_tensor(negative_tensor.bytes, nullptr), FormatError);
+}
+
+TEST(ReadPath, FullTensorViewSharesTheCacheAndOutlivesIt) {
+  testing::TempDir dir;
+  const RunMetadata m = testing::small_model_metadata(8);
+  WriterOptions options;
+  options.keyframe_interval = 6;
+  const size_t count = 4 * 1024;
+  {
+    RunWriter w(dir.path(), m, options);
+    for (int s = 0; s < 14; ++s)
+      ASSERT_TRUE(w.append(FullTensor{2, Quantity::Weight, s, {4, 1024}, testing::drifting_weights(count, s), false}));
+  }
+  RunReader r(dir.path());
+  // Cold cache, a delta deep in its chain: its bases are decoded while its own payload is being read.
+  const auto t = r.full_tensor(2, Quantity::Weight, 10);
+  ASSERT_TRUE(t);
+  const std::vector<float> expected = testing::drifting_weights(count, 10);
+  ASSERT_EQ(t->values.size(), count);
+  EXPECT_EQ(std::memcmp(t->values.data(), expected.data(), count * 4), 0);
+  EXPECT_EQ(r.full_tensor(2, Quantity::Weight, 10), t);  // the cached tensor itself, not a copy
+  r.clear_cache();
+  EXPECT_EQ(std::memcmp(t->values.data(), expected.data(), count * 4), 0);  // still the caller's
+  const auto copy = r.read_full_tensor(2, Quantity::Weight, 10);
+  ASSERT_TRUE(copy);
+  EXPECT_EQ(copy->values, t->values);
+  for (int s = 13; s >= 0; --s) {
+    const auto each = r.full_tensor(2, Quantity::Weight, s);
+    ASSERT_TRUE(each) << s;
+    const std::vector<float> want = testing::drifting_weights(count, s);
+    EXPECT_EQ(std::memcmp(each->values.data(), want.data(), count * 4), 0) << s;
+  }
+  EXPECT_FALSE(r.full_tensor(2, Quantity::Weight, 14));
+  EXPECT_FALSE(r.full_tensor(3, Quantity::Weight, 10));
+}
+
+}  // namespace
+}  // namespace trainscope::format

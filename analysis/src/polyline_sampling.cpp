@@ -155,43 +155,74 @@ inline void offer(uint32_t* ids, float* d2, size_t m, uint32_t id, float d) {
 
 using Leaf = std::pair<uint32_t, uint32_t>;
 
+// A random-projection tree: the lines' rows moved into leaf order, so that a leaf is a contiguous block of rows.
+struct Tree {
+  std::vector<uint32_t> perm;  // [p]: the line at position p
+  std::vector<float> rows;     // [p * dims + d]: the features of line perm[p]
+  std::vector<Leaf> leaves;    // ranges of positions, left to right
+};
+
 // Splits at the median of the projection on the direction between two random members (as RP-trees / Annoy do),
-// down to leaves of at most `leaf_size`. Returns the permutation; leaves are ranges of it.
-std::vector<uint32_t> build_tree(const float* features, size_t n, size_t dims, uint64_t seed, size_t leaf_size,
-                                 std::vector<Leaf>& leaves) {
+// down to leaves of at most `leaf_size`. Each split partitions the node's rows in place (two cursors walking in from
+// the ends), so every pass reads memory in order: a tree over a million lines (64 MB of features) then costs little
+// more per line than one over a hundred thousand that fits in the cache, where gathering rows through a permutation
+// would miss the cache at every level.
+Tree build_tree(const float* features, size_t n, size_t dims, uint64_t seed, size_t leaf_size) {
   Random rng(seed);
-  std::vector<uint32_t> perm(n);
-  std::iota(perm.begin(), perm.end(), 0u);
-  std::vector<std::pair<float, uint32_t>> keyed;
-  std::vector<float> direction(dims);
+  Tree tree;
+  tree.perm.resize(n);
+  std::iota(tree.perm.begin(), tree.perm.end(), 0u);
+  tree.rows.assign(features, features + n * dims);
+  float* rows = tree.rows.data();
+  std::vector<float> key(n), scratch, direction(dims), swap_row(dims);
+  std::vector<uint8_t> left(n);
   std::vector<Leaf> stack{{0u, uint32_t(n)}};
   while (!stack.empty()) {
     const auto [b, e] = stack.back();
     stack.pop_back();
     if (e - b <= leaf_size) {
-      leaves.push_back({b, e});
+      tree.leaves.push_back({b, e});
       continue;
     }
-    const float* p = features + size_t(perm[b + rng.below(e - b)]) * dims;
-    const float* q = features + size_t(perm[b + rng.below(e - b)]) * dims;
+    const float* p = rows + size_t(b + rng.below(e - b)) * dims;
+    const float* q = rows + size_t(b + rng.below(e - b)) * dims;
     float norm = 0;
     for (size_t d = 0; d < dims; ++d) direction[d] = p[d] - q[d], norm += direction[d] * direction[d];
     if (norm < 1e-12f)
       for (size_t d = 0; d < dims; ++d) direction[d] = float(rng.gaussian());
-    keyed.resize(e - b);
     for (uint32_t j = b; j < e; ++j) {
-      const float* x = features + size_t(perm[j]) * dims;
+      const float* x = rows + size_t(j) * dims;
       float s = 0;
       for (size_t d = 0; d < dims; ++d) s += x[d] * direction[d];
-      keyed[j - b] = {s, perm[j]};
+      key[j] = s;
     }
+    // The median key; exactly half the rows go left, ties split in row order.
     const uint32_t mid = b + (e - b) / 2;
-    std::nth_element(keyed.begin(), keyed.begin() + (mid - b), keyed.end());
-    for (uint32_t j = b; j < e; ++j) perm[j] = keyed[j - b].second;
+    scratch.assign(key.begin() + b, key.begin() + e);
+    std::nth_element(scratch.begin(), scratch.begin() + (mid - b), scratch.end());
+    const float pivot = scratch[mid - b];
+    size_t equal_left = mid - b;
+    for (uint32_t j = b; j < e; ++j) equal_left -= key[j] < pivot;
+    for (uint32_t j = b; j < e; ++j) {
+      left[j] = key[j] < pivot || (key[j] == pivot && equal_left > 0);
+      if (key[j] == pivot && left[j]) --equal_left;
+    }
+    for (uint32_t lo = b, hi = e - 1;;) {
+      while (lo < mid && left[lo]) ++lo;
+      while (hi >= mid && !left[hi]) --hi;
+      if (lo >= mid || hi < mid) break;  // both halves hold only their own rows
+      std::swap(tree.perm[lo], tree.perm[hi]);
+      std::swap(left[lo], left[hi]);
+      float* a = rows + size_t(lo) * dims;
+      float* c = rows + size_t(hi) * dims;
+      std::copy_n(a, dims, swap_row.data());
+      std::copy_n(c, dims, a);
+      std::copy_n(swap_row.data(), dims, c);
+    }
     stack.push_back({mid, e});
     stack.push_back({b, mid});
   }
-  return perm;
+  return tree;
 }
 
 // Spacing of every line: RMS distance to its k-th neighbour (or the farthest it has), never below a quarter pixel.
@@ -234,40 +265,40 @@ Neighbours find_neighbours(const PolylineFeatures& f, const std::vector<uint32_t
     });
   } else {
     const size_t leaf_size = 32;
-    std::vector<std::vector<Leaf>> leaves(size_t(std::max(1, trees)));
-    std::vector<std::vector<uint32_t>> perms(leaves.size());
-    // Locality: the lines are renumbered in the first tree's leaf order, so that lines close on the chart are close
-    // in memory. Every later step (the other trees, the neighbour lists, the passes) then touches nearby rows.
-    {
-      const std::vector<uint32_t> perm0 = build_tree(x.data(), n, dims, derive_seed(seed, 0), leaf_size, leaves[0]);
-      std::vector<float> sorted(n * dims);
-      for (size_t i = 0; i < n; ++i) {
-        nb.lines[i] = ids[perm0[i]];
-        std::copy_n(&x[size_t(perm0[i]) * dims], dims, &sorted[i * dims]);
-      }
-      x.swap(sorted);
-      perms[0].resize(n);
-      std::iota(perms[0].begin(), perms[0].end(), 0u);
-    }
-    parallel_blocks(leaves.size() - 1, 1, threads, [&](size_t t, size_t, size_t) {
-      perms[t + 1] = build_tree(x.data(), n, dims, derive_seed(seed, t + 1), leaf_size, leaves[t + 1]);
+    // The trees are independent (each its own seed, over the lines in the given order): built side by side.
+    std::vector<Tree> forest(size_t(std::max(1, trees)));
+    parallel_blocks(forest.size(), 1, threads, [&](size_t t, size_t, size_t) {
+      forest[t] = build_tree(x.data(), n, dims, derive_seed(seed, t), leaf_size);
     });
-    for (size_t t = 0; t < leaves.size(); ++t) {
-      // Within one tree every line is in exactly one leaf: leaves never touch the same neighbour list.
-      parallel_blocks(leaves[t].size(), 256, threads, [&](size_t, size_t begin, size_t end) {
+    // Locality: the lines are renumbered in the first tree's leaf order (its rows are the features in that order),
+    // so that lines close on the chart are close in memory. Every later step (the neighbour lists, the passes) then
+    // touches nearby rows. The other trees' permutations are renumbered to match.
+    std::vector<uint32_t> renumbered(n);
+    for (size_t i = 0; i < n; ++i) nb.lines[i] = ids[forest[0].perm[i]], renumbered[forest[0].perm[i]] = uint32_t(i);
+    x = std::move(forest[0].rows);
+    std::iota(forest[0].perm.begin(), forest[0].perm.end(), 0u);
+    for (size_t t = 1; t < forest.size(); ++t)
+      for (uint32_t& line : forest[t].perm) line = renumbered[line];
+    for (size_t t = 0; t < forest.size(); ++t) {
+      // Within one tree every line is in exactly one leaf: leaves never touch the same neighbour list. Distances are
+      // taken between the tree's own rows, contiguous within a leaf.
+      const Tree& tree = forest[t];
+      const float* rows = t == 0 ? x.data() : tree.rows.data();
+      parallel_blocks(tree.leaves.size(), 256, threads, [&](size_t, size_t begin, size_t end) {
         for (size_t l = begin; l < end; ++l) {
-          const auto [b, e] = leaves[t][l];
+          const auto [b, e] = tree.leaves[l];
           for (uint32_t p = b; p < e; ++p) {
-            const uint32_t i = perms[t][p];
+            const uint32_t i = tree.perm[p];
             for (uint32_t q = p + 1; q < e; ++q) {
-              const uint32_t j = perms[t][q];
-              const float d = distance2(&x[size_t(i) * dims], &x[size_t(j) * dims], dims);
+              const uint32_t j = tree.perm[q];
+              const float d = distance2(rows + size_t(p) * dims, rows + size_t(q) * dims, dims);
               offer(&nb.ids[size_t(i) * m], &nb.d2[size_t(i) * m], m, j, d);
               offer(&nb.ids[size_t(j) * m], &nb.d2[size_t(j) * m], m, i, d);
             }
           }
         }
       });
+      if (t > 0) forest[t] = Tree{};  // its rows are no longer needed
     }
     // One round of "neighbours of neighbours" (NN-descent) repairs lines cut off from theirs by leaf borders.
     const std::vector<uint32_t> snapshot = nb.ids;
@@ -675,11 +706,16 @@ std::vector<float> global_outlier_term(const PolylineFeatures& f, const std::vec
 }
 
 // Lines scored as outliers are a class of their own (multi-class blue noise): all are kept, ordered among
-// themselves by farthest-point selection weighted by score (the most unusual first, then whichever differs most from
-// those taken), so a short prefix shows the different kinds of outlier before near-duplicates of one kind. Past
-// kOutlierExactOrder of them (a layer that is mostly unusual), the rest follow by score.
+// themselves by farthest-point selection weighted by score, where a line's distance to the lines taken counts only
+// up to its own spacing (`spacing`, by local index: its distance to its k-th neighbour). So the most unusual come
+// first, and a line with a taken outlier inside its own neighbourhood waits behind the lines that have none: a short
+// prefix shows the most unusual line of each region before a second one of the same region. Plain farthest-point
+// selection would take as second outlier the one farthest from the first (a mild outlier on the opposite side)
+// before the next most unusual; ordering by score alone would give a run of one kind (the exploding tails of a
+// layer before any dead or spiking neuron). Past kOutlierExactOrder of them (a layer that is mostly unusual), the
+// rest follow by score.
 std::vector<uint32_t> outlier_order(const PolylineFeatures& f, std::vector<uint32_t> lines,
-                                    const std::vector<float>& score) {
+                                    const std::vector<float>& score, const std::vector<float>& spacing) {
   std::stable_sort(lines.begin(), lines.end(), [&](uint32_t a, uint32_t b) { return score[a] > score[b]; });
   const size_t exact = std::min(lines.size(), kOutlierExactOrder);
   std::vector<uint32_t> out;
@@ -692,7 +728,8 @@ std::vector<uint32_t> outlier_order(const PolylineFeatures& f, std::vector<uint3
     for (size_t i = 0; i < exact; ++i) {
       if (taken[i]) continue;
       const float w = 1.0f + score[lines[i]];
-      const float key = gap[i] == kInf ? kInf : gap[i] * w * w;
+      const float reach2 = spacing[lines[i]] * spacing[lines[i]] * float(f.dims);  // distance2 sums over dims
+      const float key = gap[i] == kInf ? kInf : std::min(gap[i], reach2) * w * w;
       if (best == kNone || key > best_key) best = i, best_key = key;
     }
     taken[best] = 1;
@@ -798,7 +835,8 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
   }
   result.non_finite_lines = result.order.size();
   const size_t limit = options_.count ? std::min(options_.count, n) : n;
-  if (finite_ids.empty() || result.order.size() >= limit) {
+  // Every finite line gets its score even when NaN/Inf lines fill the whole sample (the view colours all lines).
+  if (finite_ids.empty()) {
     result.order.resize(std::min(result.order.size(), limit));
     return result;
   }
@@ -815,12 +853,19 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
   std::iota(nb.lines.begin(), nb.lines.end(), 0u);
   std::vector<uint32_t> cell;
   const std::vector<float> global = global_outlier_term(lf, nb.lines, derive_seed(options_.seed, 200), threads, cell);
-  // Outlier score from the local spacing against the typical one (never below a pixel: lines closer than that look
-  // the same).
+  // Outlier score from the local spacing against a reference: twice the median spacing or Tukey's far-out fence of
+  // the spacings (Q3 + 3 IQR), whichever is larger, scores 0.5. The fence matters when the spacings are skewed: a
+  // layer with a dense bundle and a long sparse tail (common in real layers: a few hundred neurons, most near one
+  // value) would otherwise call the whole tail outliers (a third of enc.fc1's lines in the VAE example), while only
+  // the lines set apart from the tail are unusual. Never below a pixel: lines closer than that look the same.
   std::vector<float> spacing = nb.spacing;
-  const size_t mid = spacing.size() / 2;
-  std::nth_element(spacing.begin(), spacing.begin() + std::ptrdiff_t(mid), spacing.end());
-  const float typical = std::max(spacing[mid], float(f.pixel));
+  auto quantile = [&](size_t rank) {  // linear time: a sort of a million spacings would cost more than the rest
+    std::nth_element(spacing.begin(), spacing.begin() + std::ptrdiff_t(rank), spacing.end());
+    return spacing[rank];
+  };
+  const float median = quantile(spacing.size() / 2), q1 = quantile(spacing.size() / 4),
+              q3 = quantile(spacing.size() * 3 / 4);
+  const float typical = std::max({median, 0.5f * (q3 + 3.0f * (q3 - q1)), float(f.pixel)});
   // Outliers are ordered as a class of their own (below), so the typical lines' order carries no outlier bias: all
   // weights 1, the density of every stratum kept.
   const std::vector<float> bias(nb.n, 1.0f);
@@ -843,9 +888,9 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
   // cells' orders are interleaved in proportion to their populations (each next line from the cell furthest behind
   // its share). A cell never gives more than its share + 4 of any prefix, so ordering it that far is enough and
   // the result stays the same whatever the count (progressive).
-  const size_t rest = limit - result.order.size();
+  const size_t rest = limit - std::min(limit, result.order.size());
   std::vector<uint32_t> typical_order;
-  if (!typical_local.empty()) {
+  if (!typical_local.empty() && rest > 0) {
     const size_t cells = cell.empty() ? 1 : size_t(*std::max_element(cell.begin(), cell.end())) + 1;
     std::vector<std::vector<uint32_t>> members(cells);
     for (uint32_t i : typical_local) members[cell[i]].push_back(i);
@@ -900,7 +945,11 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
   }
   // Outliers are all kept but take at most `outlier_share` of any prefix (while typical lines remain), so that a short
   // prefix still shows the shape of the layer. The merge depends only on prefixes of both orders: progressive.
-  const std::vector<uint32_t> unusual_order = outlier_order(lf, unusual, score);
+  if (result.order.size() >= limit) {  // NaN/Inf lines fill the sample
+    result.order.resize(limit);
+    return result;
+  }
+  const std::vector<uint32_t> unusual_order = outlier_order(lf, unusual, score, nb.spacing);
   const double share = std::clamp(options_.outlier_share, 0.0, 1.0);
   size_t a = 0, b = 0;
   while (result.order.size() < limit && (a < typical_order.size() || b < unusual_order.size())) {

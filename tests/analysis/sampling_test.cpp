@@ -1,5 +1,6 @@
 // BlueNoisePolylineSampler, cluster_polylines and `trainscope sample`: determinism, the progressive property,
-// planted outliers kept, degenerate inputs, clustering of planted groups, and the CLI on a real recording.
+// planted outliers kept, the score of a skewed layer, the order of outliers, degenerate inputs, clustering of
+// planted groups, and the CLI on a real recording.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <trainscope/analysis/polyline_sampling.h>
@@ -120,6 +121,56 @@ TEST(PolylineSampling, PlantedOutliersAreKeptAndScored) {
   }
 }
 
+// Step-major values of lines at the given offsets, flat but for a little noise: a layer whose shape is set by hand.
+std::vector<float> flat_lines(const std::vector<double>& offsets, size_t points, double noise, uint64_t seed) {
+  std::vector<float> v(offsets.size() * points);
+  for (size_t t = 0; t < points; ++t)
+    for (size_t i = 0; i < offsets.size(); ++i)
+      v[t * offsets.size() + i] = float(offsets[i] + noise * ts::synthetic_normal(seed + t * offsets.size() + i));
+  return v;
+}
+
+TEST(PolylineSampling, ASkewedLayersTailIsNotOutliersTheLinesSetApartAre) {
+  // As in many real layers: a dense bundle, a long sparse tail above it, and four lines set apart from the tail.
+  // Against twice the median spacing most of the tail looked unusual (a third of the VAE's enc.fc1); against the
+  // far-out fence of the spacings only the four do, and they lead the outliers of the order.
+  std::vector<double> offsets;
+  for (int i = 0; i < 200; ++i) offsets.push_back(0.002 * i / 200.0);      // the bundle
+  for (int j = 0; j < 96; ++j) offsets.push_back(0.05 + 0.95 * j / 95.0);  // the tail
+  const size_t apart = offsets.size();
+  for (double o : {2.0, 2.15, 2.3, 2.45}) offsets.push_back(o);
+  const auto v = flat_lines(offsets, 50, 0.01, 17);
+  SamplerOptions o;
+  o.count = 20;
+  const auto s = BlueNoisePolylineSampler(o).sample(PolylineSet{v.data(), offsets.size(), 50, true});
+  size_t tail_outliers = 0;
+  for (size_t i = 200; i < apart; ++i) tail_outliers += s.outlier_score[i] >= analysis::kOutlierScoreThreshold;
+  EXPECT_LE(tail_outliers, 5u) << "of 96 tail lines";
+  for (size_t i = apart; i < offsets.size(); ++i) {
+    EXPECT_GE(s.outlier_score[i], analysis::kOutlierScoreThreshold) << "line " << i;
+    EXPECT_NE(std::find(s.order.begin(), s.order.end(), uint32_t(i)), s.order.end())
+        << "line " << i << " set apart is in the first 20 of 300";
+  }
+}
+
+TEST(PolylineSampling, OutliersComeMostUnusualFirstRegionByRegion) {
+  // A bundle at 0, two strong outliers far above it (0.5 apart) and a mild one just below it. Farthest-point order
+  // would take the mild one second (it is the farthest from the first); capped at each line's own spacing, the second
+  // strong one, not a near-duplicate of the first, comes before it.
+  std::vector<double> offsets(400, 0.0);
+  for (size_t i = 0; i < offsets.size(); ++i) offsets[i] = 0.01 * double(i % 7) / 7.0;
+  const uint32_t strong_high = 400, strong_low = 401, mild = 402;
+  offsets.push_back(1.3), offsets.push_back(0.8), offsets.push_back(-0.2);
+  const auto v = flat_lines(offsets, 40, 0.005, 5);
+  const auto s = BlueNoisePolylineSampler(SamplerOptions{}).sample(PolylineSet{v.data(), offsets.size(), 40, true});
+  std::vector<uint32_t> outliers;
+  for (uint32_t i : s.order)
+    if (s.outlier_score[i] >= analysis::kOutlierScoreThreshold) outliers.push_back(i);
+  ASSERT_EQ(outliers.size(), 3u);
+  EXPECT_GT(s.outlier_score[strong_high], s.outlier_score[mild]);
+  EXPECT_EQ(outliers, (std::vector<uint32_t>{strong_high, strong_low, mild}));
+}
+
 TEST(PolylineSampling, LinesWithNanOrInfComeFirst) {
   auto layer = ts::make_synthetic_layer(500, 30, 2, 0.0, 4);
   const size_t bad[] = {17, 230, 499};
@@ -133,8 +184,10 @@ TEST(PolylineSampling, LinesWithNanOrInfComeFirst) {
     EXPECT_EQ(s.order[r], bad[r]);
     EXPECT_EQ(s.outlier_score[bad[r]], 1.0f);
   }
-  // Fewer slots than NaN lines: still only NaN lines.
-  EXPECT_EQ(sample(layer, 2).order, (std::vector<uint32_t>{17, 230}));
+  // Fewer slots than NaN lines: still only NaN lines, and every finite line still has its score.
+  const auto few = sample(layer, 2);
+  EXPECT_EQ(few.order, (std::vector<uint32_t>{17, 230}));
+  EXPECT_EQ(few.outlier_score, s.outlier_score);
 }
 
 TEST(PolylineSampling, DegenerateInputs) {

@@ -12,12 +12,15 @@
 //  - Neighbours come once from a forest of random-projection trees plus one neighbours-of-neighbours round
 //    (approximate k nearest neighbours); the lines are then renumbered in the first tree's leaf order, so lines close
 //    on the chart are close in memory. The distance to the k-th neighbour is a line's local spacing.
-//  - Outlier score in [0, 1]: the larger of a local term, 1 - median spacing / own spacing, and a global term,
+//  - Outlier score in [0, 1]: the larger of a local term, 1 - reference / own spacing (the reference is the median
+//    spacing or half Tukey's far-out fence of the spacings, whichever is larger: a long sparse tail of a skewed
+//    layer is not all outliers, the lines set apart from it are), and a global term,
 //    1 - 1.5 R / d with d the distance to the nearest k-means centre of the main bundles (centres holding >= 1% of the
 //    lines) and R that bundle's 90th-percentile distance to its centre. The global term catches small tight groups
 //    far from the bundles (50 dead neurons flat at one value are each other's neighbours: locally typical).
 //  - Two classes (multi-class blue noise). Outliers (score >= kOutlierScoreThreshold) are all kept, ordered among
-//    themselves by farthest-point selection, and fill at most `outlier_share` of any prefix. Typical lines are
+//    themselves by farthest-point selection weighted by score with each line's distance capped at its own spacing
+//    (the most unusual line of each region first), and fill at most `outlier_share` of any prefix. Typical lines are
 //    stratified by 64 k-means cells and the cells' orders interleaved in proportion to their populations, so every
 //    prefix keeps the layer's density; within a cell, dart throwing in passes with a conflict radius at a shrinking
 //    neighbour rank; the first pass's lines are themselves ordered by the same procedure, recursively (a hierarchy

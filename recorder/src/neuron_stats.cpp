@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 // The one-pass kernels are compiled twice on x86-64 (AVX2 and the baseline), the better one chosen when the library
@@ -62,56 +63,156 @@ struct Accumulator {
   double shift = 0, s1 = 0, s2 = 0, zero = 0, mn = kInfinity, mx = -kInfinity;
 };
 
-constexpr int kLanes = 8;           // one AVX2 register of floats
+inline void accumulate_one(float value, Accumulator& a) {
+  const float d = value - float(a.shift);
+  a.s1 += d;
+  a.s2 += double(d) * double(d);
+  a.zero += value == 0 ? 1.0 : 0.0;
+  a.mn = value < a.mn ? value : a.mn;
+  a.mx = value > a.mx ? value : a.mx;
+}
+
+constexpr int kLanes = 8;        // one AVX2 register of floats
+constexpr int kWideVectors = 2;  // registers per row in the wide variants: independent chains, and no spills
+constexpr int kMaxLanes = kLanes * kWideVectors;
 constexpr int64_t kBlockRows = 64;  // float partial sums cover at most this many rows before they go to double
 
 struct Lanes {
-  double s1[kLanes], s2[kLanes], zero[kLanes];
-  float mn[kLanes], mx[kLanes];
+  double s1[kMaxLanes], s2[kMaxLanes], zero[kMaxLanes];
+  float mn[kMaxLanes], mx[kMaxLanes];
 };
 
-// `rows` rows of kLanes floats, `stride` floats apart; lane l shifted by shift[l]. Independent lanes, so that the
-// compiler vectorizes without reassociating sums; partial sums in float over blocks of kBlockRows rows, then added
-// in double (a sum of at most 64 shifted terms loses about 1e-7 relative; the blocks do not add up errors).
-// NaN never wins a comparison here: min/max skip it, and NaN is handled by the caller.
-TRAINSCOPE_SIMD_CLONES
-void accumulate_lanes(const float* x, int64_t rows, int64_t stride, const float* shift, Lanes* out) {
-  float k[kLanes], mn[kLanes], mx[kLanes];
-  double s1[kLanes], s2[kLanes], zero[kLanes];
-  for (int l = 0; l < kLanes; ++l) {
-    k[l] = shift[l];
-    mn[l] = std::numeric_limits<float>::infinity();
-    mx[l] = -std::numeric_limits<float>::infinity();
-    s1[l] = s2[l] = zero[l] = 0;
+// Written with vector types: the compiler did not vectorize the same code written lane by lane (it ran scalar, about
+// 1.7 ns per float). Lanes go in and out through memory, since subscripting the vectors makes GCC split them into
+// scalars again.
+typedef float FloatLanes __attribute__((vector_size(kLanes * sizeof(float))));
+typedef int32_t IntLanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
+
+// By reference: a vector return value would change the ABI between the clones (-Wpsabi).
+[[gnu::always_inline]] inline void splat(float v, FloatLanes& out) {
+  float lanes[kLanes];
+  std::fill(lanes, lanes + kLanes, v);
+  std::memcpy(&out, lanes, sizeof out);
+}
+
+// `rows` rows of V * kLanes floats, `stride` floats apart; lane l shifted by shift[l]. Partial sums in float over
+// blocks of kBlockRows rows, then added in double (a sum of at most 64 shifted terms loses about 1e-7 relative; the
+// blocks do not add up errors). NaN never wins a comparison here: min/max skip it, and NaN is handled by the caller.
+template <int V>
+[[gnu::always_inline]] inline void accumulate_rows(const float* x, int64_t rows, int64_t stride, const float* shift,
+                                                   Lanes* out) {
+  constexpr int kWidth = V * kLanes;
+  FloatLanes k[V], mn[V], mx[V];
+  for (int v = 0; v < V; ++v) {
+    std::memcpy(&k[v], shift + v * kLanes, sizeof k[v]);
+    splat(std::numeric_limits<float>::infinity(), mn[v]);
+    splat(-std::numeric_limits<float>::infinity(), mx[v]);
   }
+  double s1[kWidth] = {}, s2[kWidth] = {}, zero[kWidth] = {};
   for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
     const int64_t r1 = std::min(rows, r0 + kBlockRows);
-    float f1[kLanes] = {}, f2[kLanes] = {}, fz[kLanes] = {};
+    FloatLanes f1[V] = {}, f2[V] = {};
+    IntLanes zeros[V] = {};
     for (int64_t r = r0; r < r1; ++r) {
       const float* row = x + r * stride;
-      for (int l = 0; l < kLanes; ++l) {
-        const float v = row[l];
-        const float d = v - k[l];
-        f1[l] += d;
-        f2[l] += d * d;
-        fz[l] += v == 0.0f ? 1.0f : 0.0f;
-        mn[l] = v < mn[l] ? v : mn[l];
-        mx[l] = v > mx[l] ? v : mx[l];
+      for (int v = 0; v < V; ++v) {
+        FloatLanes e;
+        std::memcpy(&e, row + v * kLanes, sizeof e);  // unaligned load
+        const FloatLanes d = e - k[v];
+        f1[v] += d;
+        f2[v] += d * d;
+        zeros[v] -= e == 0.0f;  // a true comparison is -1 in its lane
+        mn[v] = e < mn[v] ? e : mn[v];
+        mx[v] = e > mx[v] ? e : mx[v];
       }
     }
-    for (int l = 0; l < kLanes; ++l) {
-      s1[l] += f1[l];
-      s2[l] += f2[l];
-      zero[l] += fz[l];
+    float b1[kWidth], b2[kWidth];
+    int32_t bz[kWidth];
+    for (int v = 0; v < V; ++v) {
+      std::memcpy(b1 + v * kLanes, &f1[v], sizeof f1[v]);
+      std::memcpy(b2 + v * kLanes, &f2[v], sizeof f2[v]);
+      std::memcpy(bz + v * kLanes, &zeros[v], sizeof zeros[v]);
+    }
+    for (int l = 0; l < kWidth; ++l) {
+      s1[l] += double(b1[l]);
+      s2[l] += double(b2[l]);
+      zero[l] += double(bz[l]);
     }
   }
-  for (int l = 0; l < kLanes; ++l) {
-    out->s1[l] = s1[l];
-    out->s2[l] = s2[l];
-    out->zero[l] = zero[l];
-    out->mn[l] = mn[l];
-    out->mx[l] = mx[l];
+  std::memcpy(out->s1, s1, sizeof s1);
+  std::memcpy(out->s2, s2, sizeof s2);
+  std::memcpy(out->zero, zero, sizeof zero);
+  for (int v = 0; v < V; ++v) {
+    std::memcpy(out->mn + v * kLanes, &mn[v], sizeof mn[v]);
+    std::memcpy(out->mx + v * kLanes, &mx[v], sizeof mx[v]);
   }
+}
+
+// Columns of a row-major matrix (Linear activations: neurons side by side), kLanes or kMaxLanes at a time.
+TRAINSCOPE_SIMD_CLONES
+void accumulate_lanes(const float* x, int64_t rows, int64_t stride, const float* shift, Lanes* out) {
+  accumulate_rows<1>(x, rows, stride, shift, out);
+}
+TRAINSCOPE_SIMD_CLONES
+void accumulate_wide(const float* x, int64_t rows, int64_t stride, const float* shift, Lanes* out) {
+  accumulate_rows<kWideVectors>(x, rows, stride, shift, out);
+}
+
+// One neuron's contiguous run of `n` floats (a weight row, a conv channel's plane), all shifted by `shift`, added to
+// `a`: kMaxLanes floats at a time, the lanes summed in the registers, the last few one by one. Float partial sums
+// per lane over at most kBlockRows steps of each register (128 values once the two are added), then double.
+TRAINSCOPE_SIMD_CLONES
+void accumulate_run(const float* run, int64_t n, float shift, Accumulator& a) {
+  FloatLanes k, mn, mx;
+  splat(shift, k);
+  splat(std::numeric_limits<float>::infinity(), mn);
+  splat(-std::numeric_limits<float>::infinity(), mx);
+  const int64_t steps = n / kMaxLanes;
+  double s1 = 0, s2 = 0, zero = 0;
+  for (int64_t r0 = 0; r0 < steps; r0 += kBlockRows) {
+    const int64_t r1 = std::min(steps, r0 + kBlockRows);
+    FloatLanes f1a = {}, f1b = {}, f2a = {}, f2b = {};
+    IntLanes za = {}, zb = {};
+    for (int64_t r = r0; r < r1; ++r) {
+      FloatLanes e0, e1;
+      std::memcpy(&e0, run + r * kMaxLanes, sizeof e0);
+      std::memcpy(&e1, run + r * kMaxLanes + kLanes, sizeof e1);
+      const FloatLanes d0 = e0 - k, d1 = e1 - k;
+      f1a += d0;
+      f1b += d1;
+      f2a += d0 * d0;
+      f2b += d1 * d1;
+      za -= e0 == 0.0f;
+      zb -= e1 == 0.0f;
+      mn = e0 < mn ? e0 : mn;
+      mx = e0 > mx ? e0 : mx;
+      mn = e1 < mn ? e1 : mn;
+      mx = e1 > mx ? e1 : mx;
+    }
+    float b1[kLanes], b2[kLanes];
+    int32_t bz[kLanes];
+    const FloatLanes f1 = f1a + f1b, f2 = f2a + f2b;
+    const IntLanes z = za + zb;
+    std::memcpy(b1, &f1, sizeof b1);
+    std::memcpy(b2, &f2, sizeof b2);
+    std::memcpy(bz, &z, sizeof bz);
+    for (int l = 0; l < kLanes; ++l) {
+      s1 += double(b1[l]);
+      s2 += double(b2[l]);
+      zero += double(bz[l]);
+    }
+  }
+  float lo[kLanes], hi[kLanes];
+  std::memcpy(lo, &mn, sizeof lo);
+  std::memcpy(hi, &mx, sizeof hi);
+  a.s1 += s1;
+  a.s2 += s2;
+  a.zero += zero;
+  for (int l = 0; l < kLanes; ++l) {
+    a.mn = std::min(a.mn, double(lo[l]));
+    a.mx = std::max(a.mx, double(hi[l]));
+  }
+  for (int64_t i = steps * kMaxLanes; i < n; ++i) accumulate_one(run[i], a);
 }
 
 // Float squares over blocks of 512 elements, added in double; 32 lanes (four independent register chains), so that
@@ -141,15 +242,6 @@ inline void fold_lane(const Lanes& lanes, int l, Accumulator& a) {
   a.zero += lanes.zero[l];
   a.mn = std::min(a.mn, double(lanes.mn[l]));
   a.mx = std::max(a.mx, double(lanes.mx[l]));
-}
-
-inline void accumulate_one(float value, Accumulator& a) {
-  const float d = value - float(a.shift);
-  a.s1 += d;
-  a.s2 += double(d) * double(d);
-  a.zero += value == 0 ? 1.0 : 0.0;
-  a.mn = value < a.mn ? value : a.mn;
-  a.mx = value > a.mx ? value : a.mx;
 }
 
 // One neuron element by element in double, NaN and Inf counted: for neurons the fast path found non-finite.
@@ -220,8 +312,13 @@ void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t
   if (inner == 1) {
     // Neurons are columns of an [outer, neurons] matrix: kLanes neighbouring neurons at a time, down the rows.
     int64_t j = 0;
+    float shift[kMaxLanes];
+    for (; j + kMaxLanes <= neurons; j += kMaxLanes) {
+      for (int l = 0; l < kMaxLanes; ++l) shift[l] = float(acc[size_t(j + l)].shift);
+      accumulate_wide(x + j, outer, neurons, shift, &lanes);
+      for (int l = 0; l < kMaxLanes; ++l) fold_lane(lanes, l, acc[size_t(j + l)]);
+    }
     for (; j + kLanes <= neurons; j += kLanes) {
-      float shift[kLanes];
       for (int l = 0; l < kLanes; ++l) shift[l] = float(acc[size_t(j + l)].shift);
       accumulate_lanes(x + j, outer, neurons, shift, &lanes);
       for (int l = 0; l < kLanes; ++l) fold_lane(lanes, l, acc[size_t(j + l)]);
@@ -229,19 +326,11 @@ void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t
     for (; j < neurons; ++j)
       for (int64_t o = 0; o < outer; ++o) accumulate_one(x[o * neurons + j], acc[size_t(j)]);
   } else {
-    // Each neuron owns contiguous runs of `inner` elements: kLanes elements of the run at a time.
-    const int64_t rows = inner / kLanes, done = rows * kLanes;
+    // Each neuron owns contiguous runs of `inner` elements.
     for (int64_t o = 0; o < outer; ++o)
       for (int64_t i = 0; i < neurons; ++i) {
-        const float* run = x + (o * neurons + i) * inner;
         Accumulator& a = acc[size_t(i)];
-        if (rows > 0) {
-          float shift[kLanes];
-          std::fill(shift, shift + kLanes, float(a.shift));
-          accumulate_lanes(run, rows, kLanes, shift, &lanes);
-          for (int l = 0; l < kLanes; ++l) fold_lane(lanes, l, a);
-        }
-        for (int64_t k = done; k < inner; ++k) accumulate_one(run[k], a);
+        accumulate_run(x + (o * neurons + i) * inner, inner, float(a.shift), a);
       }
   }
   const double n = double(count);

@@ -124,6 +124,19 @@ TEST(OnePassStatistics, LinearWeightsMatchLibTorch) {
   check(spiked({17}, 0.1, 0.1, 0.1, 5).reshape({17, 1}), 0, "bias as [N, 1]");
 }
 
+TEST(OnePassStatistics, WideLanesTailsAndBlockBoundaries) {
+  // The kernel takes 32 lanes at a time, then 8, then one by one, and goes to double every 64 rows: widths and run
+  // lengths that use all three, with more than one block of rows.
+  check(spiked({150, 45}, 0.1, 0.0, 0.0, 60), 1, "finite [150, 45]");
+  check(spiked({150, 45}, 0.1, 0.01, 0.01, 61), 1, "NaN/Inf [150, 45]");
+  for (int64_t k : {45, 2100}) {
+    check(spiked({9, k}, 0.05, 0.0, 0.0, 62 + uint64_t(k)), 0, "finite [9, " + std::to_string(k) + "]");
+    check(spiked({9, k}, 0.05, 0.001, 0.001, 63 + uint64_t(k)), 0, "NaN/Inf [9, " + std::to_string(k) + "]");
+  }
+  // A large mean with a small spread across the wide lanes and several blocks.
+  check(1000 + 1e-3 * torch::randn({200, 64}), 1, "large mean [200, 64]");
+}
+
 TEST(OnePassStatistics, Conv2dActivationsMatchLibTorch) {
   for (std::vector<int64_t> shape : {std::vector<int64_t>{4, 6, 5, 5}, {3, 16, 8, 8}, {2, 3, 1, 3}, {5, 9, 7, 11}}) {
     const std::string dims = std::to_string(shape[0]) + "x" + std::to_string(shape[1]) + "x" +

@@ -909,8 +909,15 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
     std::vector<size_t> taken(cells, 0);
     // In a short prefix (fewer lines than cells, or a few per cell) which cell goes next matters for the spread:
     // among the cells within a quarter line of the furthest behind, the one whose next line is farthest from the lines
-    // taken so far goes first (farthest-point selection over the cells' heads).
-    std::vector<float> head_gap(cells, kInf);
+    // taken so far, in units of that line's own spacing, goes first (farthest-point selection over the cells' heads,
+    // with a radius adapting to the density). Plain distances would take the sparse edges of the layer first: a
+    // dozen lines of a few hundred would show its extremes rather than its shape.
+    std::vector<float> head_gap(cells, kInf);  // squared distance to the nearest line taken
+    auto head_key = [&](size_t c) {
+      if (head_gap[c] == kInf) return kInf;
+      const float own = nb.spacing[orders[c][taken[c]]];
+      return head_gap[c] / (own * own);
+    };
     auto gap_of = [&](uint32_t line) {
       float g = kInf;
       for (uint32_t o : typical_order) g = std::min(g, distance2(lf.line(line), lf.line(o), lf.dims));
@@ -928,7 +935,7 @@ PolylineSample BlueNoisePolylineSampler::sample(const PolylineFeatures& f) const
       for (size_t c = 0; c < cells; ++c) {
         if (taken[c] >= orders[c].size()) continue;
         const double deficit = double(members[c].size()) * next / total - double(taken[c]);
-        if (spread ? deficit > most - kSpreadSlack && (best == kNone || head_gap[c] > head_gap[best])
+        if (spread ? deficit > most - kSpreadSlack && (best == kNone || head_key(c) > head_key(best))
                    : best == kNone || deficit > best_deficit)
           best = c, best_deficit = deficit;
       }

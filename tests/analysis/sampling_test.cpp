@@ -62,6 +62,15 @@ std::vector<uint32_t> random_lines(size_t n, size_t k, uint64_t seed) {
   return all;
 }
 
+// Step-major values of lines at the given offsets, flat but for a little noise: a layer whose shape is set by hand.
+std::vector<float> flat_lines(const std::vector<double>& offsets, size_t points, double noise, uint64_t seed) {
+  std::vector<float> v(offsets.size() * points);
+  for (size_t t = 0; t < points; ++t)
+    for (size_t i = 0; i < offsets.size(); ++i)
+      v[t * offsets.size() + i] = float(offsets[i] + noise * ts::synthetic_normal(seed + t * offsets.size() + i));
+  return v;
+}
+
 TEST(PolylineSampling, SameSeedSameSampleWhateverTheThreads) {
   const auto layer = ts::make_synthetic_layer(8000, 60, 3, 0.005, 3, 4);
   const auto a = sample(layer, 400, 7, 1);
@@ -101,6 +110,34 @@ TEST(PolylineSampling, EveryPrefixIsSpreadOutBetterThanRandom) {
     EXPECT_NEAR(double(chosen[g]) / 1000.0, double(population[g]) / double(layer.lines), 0.05) << "group " << g;
 }
 
+TEST(PolylineSampling, AShortPrefixKeepsTheBundlesShape) {
+  // One Gaussian bundle of 600 flat lines. A dozen lines spread by plain farthest-point selection would sit at its
+  // edges (their mean distance from the centre 1.27 times the bundle's); measured in units of each line's own
+  // spacing, the spread follows the density and the dozen look like the bundle.
+  const size_t n = 600, points = 50;
+  std::vector<double> offsets(n);
+  double population = 0;
+  for (size_t i = 0; i < n; ++i) offsets[i] = 0.3 * ts::synthetic_normal(77 + i), population += std::abs(offsets[i]);
+  population /= double(n);
+  const auto v = flat_lines(offsets, points, 0.01, 5000);
+  double ratio = 0;
+  const int seeds = 10;
+  for (int seed = 1; seed <= seeds; ++seed) {
+    SamplerOptions o;
+    o.count = 12;
+    o.seed = uint64_t(seed);
+    const auto s = BlueNoisePolylineSampler(o).sample(PolylineSet{v.data(), n, points, true});
+    double sum = 0;
+    size_t typical = 0;
+    for (uint32_t i : s.order)
+      if (s.outlier_score[i] < analysis::kOutlierScoreThreshold) sum += std::abs(offsets[i]), ++typical;
+    ASSERT_GT(typical, 6u);
+    ratio += sum / double(typical) / population / seeds;
+  }
+  EXPECT_LT(ratio, 1.15) << "mean distance from the bundle's centre, relative to all lines'";
+  EXPECT_GT(ratio, 0.85);
+}
+
 TEST(PolylineSampling, PlantedOutliersAreKeptAndScored) {
   for (size_t lines : {3000, 30000}) {
     const auto layer = ts::make_synthetic_layer(lines, 100, 3, 0.003, 9, 3);
@@ -119,15 +156,6 @@ TEST(PolylineSampling, PlantedOutliersAreKeptAndScored) {
     EXPECT_LT(typical[typical.size() * 99 / 100], 0.5f);
     for (float v : s.outlier_score) EXPECT_TRUE(v >= 0.0f && v <= 1.0f);
   }
-}
-
-// Step-major values of lines at the given offsets, flat but for a little noise: a layer whose shape is set by hand.
-std::vector<float> flat_lines(const std::vector<double>& offsets, size_t points, double noise, uint64_t seed) {
-  std::vector<float> v(offsets.size() * points);
-  for (size_t t = 0; t < points; ++t)
-    for (size_t i = 0; i < offsets.size(); ++i)
-      v[t * offsets.size() + i] = float(offsets[i] + noise * ts::synthetic_normal(seed + t * offsets.size() + i));
-  return v;
 }
 
 TEST(PolylineSampling, ASkewedLayersTailIsNotOutliersTheLinesSetApartAre) {

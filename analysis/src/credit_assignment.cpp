@@ -139,6 +139,23 @@ std::vector<Axis> axis_candidates(int64_t in, int64_t out, int64_t k) {
   return c;
 }
 
+// Whether an axis turns its input extent into its output extent (floor division, as convolution and pooling do).
+bool maps(const Axis& a) {
+  const int64_t span = a.in + 2 * a.pad - a.dilation * (a.kernel - 1) - 1;
+  return a.stride > 0 && span >= 0 && span / a.stride + 1 == a.out;
+}
+
+// The height and width axes of a 2-d convolution or pooling layer as the recorder read them from its options.
+std::optional<std::pair<Axis, Axis>> recorded_axes(const format::Layer& l) {
+  if (!l.geometry) return std::nullopt;
+  const format::LayerGeometry& g = *l.geometry;
+  const auto two = [](const std::vector<int64_t>& v) { return v.size() == 2; };
+  if (g.transposed || !two(g.kernel_size) || !two(g.stride) || !two(g.padding) || !two(g.dilation)) return std::nullopt;
+  Axis y{g.kernel_size[0], g.stride[0], g.padding[0], g.dilation[0], 0, 0};
+  Axis x{g.kernel_size[1], g.stride[1], g.padding[1], g.dilation[1], 0, 0};
+  return std::make_pair(y, x);
+}
+
 std::string join_names(const LayerGraph& g, const std::vector<uint32_t>& ids) {
   std::string s;
   for (uint32_t id : ids) s += (s.empty() ? "" : ", ") + g.name(id);
@@ -314,10 +331,13 @@ struct CreditAssignment::Impl {
     return out.front();
   }
 
-  // Geometry of a conv: verified against the recorded output when full tensors exist, else inferred from shapes.
+  // Geometry of a conv: as the recorder read it from the module's options (checked against the recorded output when
+  // full tensors exist), else verified against the recorded output, else inferred from shapes. `*exact` is false only
+  // when it was inferred.
   bool conv_geometry(uint32_t layer, const std::vector<int64_t>& in_shape, const std::vector<int64_t>& out_shape,
-                     const std::vector<int64_t>& wshape, Axis* ay, Axis* ax, std::string* how, std::string* why,
-                     const std::function<bool(const Axis&, const Axis&)>& verify) {
+                     const std::vector<int64_t>& wshape, Axis* ay, Axis* ax, std::string* how, bool* exact,
+                     std::string* why, const std::function<bool(const Axis&, const Axis&)>& verify) {
+    *exact = false;
     if (in_shape.size() != 3 || out_shape.size() != 3) {
       *why = "conv input or output shape is not [C,H,W]";
       return false;
@@ -326,6 +346,23 @@ struct CreditAssignment::Impl {
       *why = "grouped convolutions (input channels " + std::to_string(in_shape[0]) + ", weight " +
              std::to_string(wshape[1]) + " per group) are not traced";
       return false;
+    }
+    if (auto recorded = recorded_axes(graph.layer(layer))) {
+      Axis y = recorded->first, x = recorded->second;
+      y.in = in_shape[1], y.out = out_shape[1], x.in = in_shape[2], x.out = out_shape[2];
+      if (maps(y) && maps(x)) {
+        if (verify && !verify(y, x)) {
+          *why = "its recorded stride and padding do not reproduce its recorded output";
+          return false;
+        }
+        verified_geometry[layer] = {y, x};
+        *ay = y;
+        *ax = x;
+        *how = "recorded with the layer";
+        *exact = true;
+        return true;
+      }
+      // The recorded geometry does not turn these shapes into each other (a custom forward): infer instead.
     }
     const auto cy = axis_candidates(in_shape[1], out_shape[1], wshape[2]);
     const auto cx = axis_candidates(in_shape[2], out_shape[2], wshape[3]);
@@ -341,6 +378,7 @@ struct CreditAssignment::Impl {
             *ay = y;
             *ax = x;
             *how = "verified against the recorded output";
+            *exact = true;
             return true;
           }
       *why = "no stride and padding reproduce the recorded output";
@@ -575,6 +613,7 @@ struct CreditAssignment::Impl {
       const int64_t ksz = kh * kw;
       Axis ay, ax;
       std::string how, why;
+      bool exact = false;
       std::function<bool(const Axis&, const Axis&)> verify;
       // Exact data on both sides: the geometry must reproduce the recorded output (or gradient) of a few neurons.
       if (!data->uniform && check && !check->uniform) {
@@ -610,12 +649,11 @@ struct CreditAssignment::Impl {
           return true;
         };
       }
-      if (!conv_geometry(wl, in_shape, out_shape, ws, &ay, &ax, &how, &why, verify)) {
+      if (!conv_geometry(wl, in_shape, out_shape, ws, &ay, &ax, &how, &exact, &why, verify)) {
         res.message = graph.name(wl) + ": " + why;
         return res;
       }
-      if (how != "verified against the recorded output")
-        approx.push_back("stride and padding of " + graph.name(wl) + " " + how);
+      if (!exact) approx.push_back("stride and padding of " + graph.name(wl) + " " + how);
       // The conv's window sums hold everything the contributions need: forward over the input, backward over the
       // output gradient (the same index arithmetic from the other side).
       auto sums = std::make_shared<std::vector<double>>(
@@ -919,6 +957,9 @@ InputRegion CreditAssignment::input_region(uint32_t layer, int64_t y, int64_t x)
       if (auto v = impl_->verified_geometry.find(cur); v != impl_->verified_geometry.end()) {
         ay = v->second.first;
         ax = v->second.second;
+      } else if (auto recorded = recorded_axes(l)) {
+        ay = recorded->first;
+        ax = recorded->second;
       } else if (p && p->output_shape.size() == 3 && l.output_shape.size() == 3) {
         const auto cy = axis_candidates(p->output_shape[1], l.output_shape[1], ws[2]);
         const auto cx = axis_candidates(p->output_shape[2], l.output_shape[2], ws[3]);
@@ -945,11 +986,19 @@ InputRegion CreditAssignment::input_region(uint32_t layer, int64_t y, int64_t x)
       c1 = c1 * ax.stride - ax.pad + ax.dilation * (ax.kernel - 1);
     } else if (role == LayerRole::PassThrough &&
                (starts_with(l.kind, "MaxPool") || starts_with(l.kind, "AvgPool") || starts_with(l.kind, "Adaptive"))) {
-      // Pooling keeps no parameters: kernel = stride = the size ratio when it divides (the usual 2x2 pool).
-      if (p && p->output_shape.size() == 3 && l.output_shape.size() == 3 && l.output_shape[1] > 0 &&
-          l.output_shape[2] > 0) {
+      if (auto recorded = recorded_axes(l)) {
+        const Axis& ay = recorded->first;
+        const Axis& ax = recorded->second;
+        r0 = r0 * ay.stride - ay.pad;
+        r1 = r1 * ay.stride - ay.pad + ay.dilation * (ay.kernel - 1);
+        c0 = c0 * ax.stride - ax.pad;
+        c1 = c1 * ax.stride - ax.pad + ax.dilation * (ax.kernel - 1);
+      } else if (p && p->output_shape.size() == 3 && l.output_shape.size() == 3 && l.output_shape[1] > 0 &&
+                 l.output_shape[2] > 0) {
         const int64_t sy = std::max<int64_t>(1, p->output_shape[1] / l.output_shape[1]);
         const int64_t sx = std::max<int64_t>(1, p->output_shape[2] / l.output_shape[2]);
+        // Without its options (adaptive pooling, an older recording): kernel = stride = the size ratio when it
+        // divides (the usual 2x2 pool).
         r0 *= sy;
         r1 = r1 * sy + sy - 1;
         c0 *= sx;
@@ -963,7 +1012,22 @@ InputRegion CreditAssignment::input_region(uint32_t layer, int64_t y, int64_t x)
       assumed = true;
       break;
     }
-    if (!p) break;
+    if (!p) {
+      // The model input: its extent follows from the output's when the first layer has stride 1.
+      const auto recorded = recorded_axes(l);
+      if (recorded && l.output_shape.size() == 3 && in.empty()) {
+        const Axis& ay = recorded->first;
+        const Axis& ax = recorded->second;
+        // The smallest input that gives this output; with stride 1 the only one.
+        const int64_t rows = (l.output_shape[1] - 1) * ay.stride + ay.dilation * (ay.kernel - 1) - 2 * ay.pad + 1;
+        const int64_t cols = (l.output_shape[2] - 1) * ax.stride + ax.dilation * (ax.kernel - 1) - 2 * ax.pad + 1;
+        if (ay.stride == 1) r1 = std::min(r1, rows - 1);
+        if (ax.stride == 1) c1 = std::min(c1, cols - 1);
+        if (r1 > rows - 1 || c1 > cols - 1)
+          notes.push_back("the region may reach past the input's bottom or right edge (its size is not recorded)");
+      }
+      break;
+    }
     cur = in.front();
     // Clip to the layer's input extent where known.
     if (p->output_shape.size() == 3) {

@@ -41,6 +41,17 @@ void to_proto(const RunMetadata& in, proto::RunMetadata* out) {
       for (int64_t d : p.shape) pi->add_shape(d);
     }
     l->set_is_leaf(layer.is_leaf);
+    if (const auto& g = layer.geometry) {
+      auto* pg = l->mutable_geometry();
+      for (int64_t v : g->kernel_size) pg->add_kernel_size(v);
+      for (int64_t v : g->stride) pg->add_stride(v);
+      for (int64_t v : g->padding) pg->add_padding(v);
+      for (int64_t v : g->dilation) pg->add_dilation(v);
+      pg->set_groups(g->groups);
+      pg->set_transposed(g->transposed);
+      for (int64_t v : g->output_padding) pg->add_output_padding(v);
+      pg->set_ceil_mode(g->ceil_mode);
+    }
   }
   for (const LayerEdge& e : in.edges) {
     auto* pe = out->add_edges();
@@ -71,6 +82,19 @@ RunMetadata from_proto(const proto::RunMetadata& in) {
     layer.output_shape.assign(l.output_shape().begin(), l.output_shape().end());
     for (const auto& p : l.parameters()) layer.parameters.push_back({p.name(), {p.shape().begin(), p.shape().end()}});
     layer.is_leaf = l.is_leaf();
+    if (l.has_geometry()) {
+      const auto& pg = l.geometry();
+      LayerGeometry g;
+      g.kernel_size.assign(pg.kernel_size().begin(), pg.kernel_size().end());
+      g.stride.assign(pg.stride().begin(), pg.stride().end());
+      g.padding.assign(pg.padding().begin(), pg.padding().end());
+      g.dilation.assign(pg.dilation().begin(), pg.dilation().end());
+      g.groups = pg.groups();
+      g.transposed = pg.transposed();
+      g.output_padding.assign(pg.output_padding().begin(), pg.output_padding().end());
+      g.ceil_mode = pg.ceil_mode();
+      layer.geometry = std::move(g);
+    }
     out.layers.push_back(std::move(layer));
   }
   for (const auto& e : in.edges()) out.edges.push_back({e.from_layer(), e.to_layer(), e.recurrent()});

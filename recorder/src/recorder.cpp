@@ -9,6 +9,7 @@
 #include <deque>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <unordered_map>
 
 #include "loss_spike.h"
@@ -43,6 +44,73 @@ std::string module_kind(const torch::nn::Module& m) {
 
 bool starts_with(const std::string& s, std::string_view prefix) {
   return s.rfind(prefix, 0) == 0;
+}
+
+template <size_t D>
+std::vector<int64_t> axes(const torch::ExpandingArray<D>& a) {
+  return {a->begin(), a->end()};
+}
+
+// Stride, padding and dilation of a convolution, from its options: the neuron-level analysis maps an output position
+// to the input region it sees with them, instead of guessing from shapes.
+template <size_t D, typename Derived>
+bool conv_geometry(const torch::nn::Module& m, format::LayerGeometry* g) {
+  const auto* conv = dynamic_cast<const torch::nn::ConvNdImpl<D, Derived>*>(&m);
+  if (!conv) return false;
+  const auto& o = conv->options;
+  g->kernel_size = axes<D>(o.kernel_size());
+  g->stride = axes<D>(o.stride());
+  g->dilation = axes<D>(o.dilation());
+  if (const auto* pad = c10::get_if<torch::ExpandingArray<D>>(&o.padding())) {
+    g->padding = axes<D>(*pad);
+  } else {
+    g->padding.assign(D, 0);  // kValid
+    if (c10::get_if<torch::enumtype::kSame>(&o.padding()))
+      for (size_t i = 0; i < D; ++i) g->padding[i] = g->dilation[i] * (g->kernel_size[i] - 1) / 2;  // left side
+  }
+  g->groups = o.groups();
+  g->transposed = o.transposed();
+  if (o.transposed()) g->output_padding = axes<D>(o.output_padding());
+  return true;
+}
+
+template <size_t D, typename Derived>
+bool max_pool_geometry(const torch::nn::Module& m, format::LayerGeometry* g) {
+  const auto* pool = dynamic_cast<const torch::nn::MaxPoolImpl<D, Derived>*>(&m);
+  if (!pool) return false;
+  const auto& o = pool->options;
+  g->kernel_size = axes<D>(o.kernel_size());
+  g->stride = axes<D>(o.stride());
+  g->padding = axes<D>(o.padding());
+  g->dilation = axes<D>(o.dilation());
+  g->ceil_mode = o.ceil_mode();
+  return true;
+}
+
+template <size_t D, typename Derived>
+bool avg_pool_geometry(const torch::nn::Module& m, format::LayerGeometry* g) {
+  const auto* pool = dynamic_cast<const torch::nn::AvgPoolImpl<D, Derived>*>(&m);
+  if (!pool) return false;
+  const auto& o = pool->options;
+  g->kernel_size = axes<D>(o.kernel_size());
+  g->stride = axes<D>(o.stride());
+  g->padding = axes<D>(o.padding());
+  g->dilation.assign(D, 1);
+  g->ceil_mode = o.ceil_mode();
+  return true;
+}
+
+std::optional<format::LayerGeometry> layer_geometry(const torch::nn::Module& m) {
+  namespace nn = torch::nn;
+  format::LayerGeometry g;
+  if (conv_geometry<1, nn::Conv1dImpl>(m, &g) || conv_geometry<2, nn::Conv2dImpl>(m, &g) ||
+      conv_geometry<3, nn::Conv3dImpl>(m, &g) || conv_geometry<1, nn::ConvTranspose1dImpl>(m, &g) ||
+      conv_geometry<2, nn::ConvTranspose2dImpl>(m, &g) || conv_geometry<3, nn::ConvTranspose3dImpl>(m, &g) ||
+      max_pool_geometry<1, nn::MaxPool1dImpl>(m, &g) || max_pool_geometry<2, nn::MaxPool2dImpl>(m, &g) ||
+      max_pool_geometry<3, nn::MaxPool3dImpl>(m, &g) || avg_pool_geometry<1, nn::AvgPool1dImpl>(m, &g) ||
+      avg_pool_geometry<2, nn::AvgPool2dImpl>(m, &g) || avg_pool_geometry<3, nn::AvgPool3dImpl>(m, &g))
+    return g;
+  return std::nullopt;
 }
 
 bool kind_has_channel_axis(const std::string& kind) {
@@ -201,6 +269,7 @@ struct Recorder::Impl {
           layer.neuron_count = uint64_t(p.value().size(0));
       }
       layer.is_leaf = item.value()->children().empty();
+      layer.geometry = layer_geometry(*item.value());
       metadata.layers.push_back(std::move(layer));
       modules.push_back(item.value());
       detail::LayerInfo info;

@@ -101,6 +101,38 @@ TEST(WriterReader, RoundTripsEverything) {
   EXPECT_THROW(r.read_snapshot(1000), FormatError);
 }
 
+TEST(WriterReader, LayerGeometryRoundTripsAndStaysAbsentWhereNotGiven) {
+  TempDir dir;
+  RunMetadata m = small_model_metadata(4);
+  LayerGeometry conv;
+  conv.kernel_size = {3, 5};
+  conv.stride = {2, 1};
+  conv.padding = {1, 2};
+  conv.dilation = {1, 2};
+  conv.groups = 4;
+  conv.transposed = true;
+  conv.output_padding = {1, 0};
+  LayerGeometry pool;
+  pool.kernel_size = pool.stride = {2, 2};
+  pool.padding = {0, 0};
+  pool.dilation = {1, 1};
+  pool.ceil_mode = true;
+  m.layers[2].geometry = conv;
+  m.layers[3].geometry = pool;
+  {
+    RunWriter w(dir.path(), m);
+    w.close();
+  }
+  RunReader r(dir.path());
+  ASSERT_EQ(r.metadata().layers.size(), m.layers.size());
+  ASSERT_TRUE(r.metadata().layers[2].geometry.has_value());
+  EXPECT_EQ(*r.metadata().layers[2].geometry, conv);
+  ASSERT_TRUE(r.metadata().layers[3].geometry.has_value());
+  EXPECT_EQ(*r.metadata().layers[3].geometry, pool);
+  EXPECT_FALSE(r.metadata().layers[4].geometry.has_value());
+  EXPECT_EQ(r.metadata().header.format_minor, 1u);  // geometry came with format 1.1
+}
+
 TEST(WriterReader, NanAndInfAreStoredAsTheyAre) {
   TempDir dir;
   RunMetadata m = small_model_metadata(4);

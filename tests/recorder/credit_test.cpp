@@ -333,6 +333,79 @@ TEST(CreditAssignment, CnnConvAndFlattenMatchAutograd) {
   EXPECT_EQ(region.col_last, 6);
 }
 
+// Strides, paddings and pooling windows the shapes alone cannot tell apart (a 3x3 average pool with stride 1 keeps the
+// size, like a 1x1 one): the recorder stores them from the modules' options, and the image region a conv position
+// sees must be exactly the input pixels autograd says it depends on. No full tensors: the geometry alone decides.
+struct StridedCnnImpl : torch::nn::Module {
+  StridedCnnImpl()
+      : conv1(register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(2, 3, 3).stride(2)))),
+        act1(register_module("act1", torch::nn::Tanh())),
+        pool1(register_module("pool1", torch::nn::AvgPool2d(torch::nn::AvgPool2dOptions(3).stride(1).padding(1)))),
+        conv2(register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 4, 3).padding(1)))),
+        flatten(register_module("flatten", torch::nn::Flatten())),
+        fc(register_module("fc", torch::nn::Linear(4 * 4 * 4, 2))) {}
+  torch::Tensor features(torch::Tensor x) { return conv2(pool1(act1(conv1(x)))); }
+  torch::Tensor forward(torch::Tensor x) { return fc(flatten(features(x))); }
+  torch::nn::Conv2d conv1;
+  torch::nn::Tanh act1;
+  torch::nn::AvgPool2d pool1;
+  torch::nn::Conv2d conv2;
+  torch::nn::Flatten flatten;
+  torch::nn::Linear fc;
+};
+TORCH_MODULE(StridedCnn);
+
+TEST(CreditAssignment, InputRegionFollowsTheRecordedStridesAndPaddings) {
+  TempDir tmp;
+  torch::manual_seed(3);
+  StridedCnn model;
+  const torch::Tensor x = torch::randn({2, 2, 9, 9});
+  {
+    trainscope::RecorderOptions o;
+    o.interval = 1;
+    o.report_to_stderr = false;
+    trainscope::Recorder rec(model, tmp.path, o);
+    for (int s = 0; s < 2; ++s) {
+      model->zero_grad();
+      auto loss = model->forward(x).pow(2).mean();
+      loss.backward();
+      rec.step(loss);
+    }
+  }
+  RunReader reader(tmp.path);
+  const auto& m = reader.metadata();
+  const auto* conv1 = m.find_layer("conv1");
+  const auto* pool1 = m.find_layer("pool1");
+  const auto* conv2 = m.find_layer("conv2");
+  ASSERT_TRUE(conv1 && pool1 && conv2);
+  ASSERT_TRUE(conv1->geometry && pool1->geometry && conv2->geometry);
+  EXPECT_EQ(conv1->geometry->stride, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(conv1->geometry->padding, (std::vector<int64_t>{0, 0}));
+  EXPECT_EQ(conv1->geometry->groups, 1);
+  EXPECT_EQ(pool1->geometry->kernel_size, (std::vector<int64_t>{3, 3}));
+  EXPECT_EQ(pool1->geometry->stride, (std::vector<int64_t>{1, 1}));
+  EXPECT_EQ(pool1->geometry->padding, (std::vector<int64_t>{1, 1}));
+  EXPECT_EQ(conv2->geometry->padding, (std::vector<int64_t>{1, 1}));
+  EXPECT_FALSE(m.find_layer("act1")->geometry.has_value());
+
+  CreditAssignment credit(reader);
+  const uint32_t conv2_id = id_of(credit, "conv2");
+  const torch::Tensor input = x.slice(0, 0, 1).clone().requires_grad_(true);
+  const torch::Tensor out = model->features(input);
+  ASSERT_EQ(out.sizes(), (std::vector<int64_t>{1, 4, 4, 4}));
+  for (int64_t y = 0; y < 4; ++y)
+    for (int64_t xx = 0; xx < 4; ++xx) {
+      const auto grad = torch::autograd::grad({out[0][1][y][xx]}, {input}, {}, /*retain_graph=*/true)[0];
+      const auto support = grad[0].abs().sum(0).gt(0).nonzero();  // [pixels, 2]: (row, col)
+      const auto region = credit.input_region(conv2_id, y, xx);
+      EXPECT_EQ(region.row_first, support.select(1, 0).min().item<int64_t>()) << y << "," << xx;
+      EXPECT_EQ(region.row_last, support.select(1, 0).max().item<int64_t>()) << y << "," << xx;
+      EXPECT_EQ(region.col_first, support.select(1, 1).min().item<int64_t>()) << y << "," << xx;
+      EXPECT_EQ(region.col_last, support.select(1, 1).max().item<int64_t>()) << y << "," << xx;
+      EXPECT_EQ(region.geometry.rfind("exact", 0), 0u) << region.geometry;
+    }
+}
+
 // A failing model: two neurons of fc1 are made to produce huge values; the trace from the exploding output
 // neuron must lead back to them.
 TEST(CreditAssignment, TraceFromExplodingNeuronFindsInjectedNeurons) {

@@ -26,6 +26,20 @@ struct ParameterInfo {
   std::vector<int64_t> shape;
 };
 
+// A convolution's or pooling layer's mapping of input to output positions, one value per spatial axis.
+struct LayerGeometry {
+  std::vector<int64_t> kernel_size, stride, padding, dilation;
+  int64_t groups = 0;  // 0 when not a convolution
+  bool transposed = false;
+  std::vector<int64_t> output_padding;
+  bool ceil_mode = false;
+  bool operator==(const LayerGeometry& o) const {
+    return kernel_size == o.kernel_size && stride == o.stride && padding == o.padding && dilation == o.dilation &&
+           groups == o.groups && transposed == o.transposed && output_padding == o.output_padding &&
+           ceil_mode == o.ceil_mode;
+  }
+};
+
 struct Layer {
   uint32_t id = 0;
   std::string name;  // dotted module path, "" for the root
@@ -35,6 +49,7 @@ struct Layer {
   std::vector<int64_t> output_shape;
   std::vector<ParameterInfo> parameters;
   bool is_leaf = true;
+  std::optional<LayerGeometry> geometry;  // convolution and pooling layers (format 1.1)
 };
 
 struct LayerEdge {

@@ -194,6 +194,45 @@ void unshuffle64(const uint8_t* planes, size_t count, uint8_t* dst) {
   }
 }
 
+// unshuffle64 of a single column XORed with the previous row (a scalar's or a summary field's values): the words
+// come back as a running XOR, kept in a register instead of a second pass over the output.
+void unshuffle64_running_xor(const uint8_t* planes, size_t count, uint8_t* dst) {
+  size_t i = 0;
+  uint64_t running = 0;
+#if defined(__SSE2__)
+  __m128i carry = _mm_setzero_si128();  // the running XOR in both halves
+  const auto step = [&](__m128i pair, uint8_t* out) {
+    pair = _mm_xor_si128(pair, _mm_slli_si128(pair, 8));  // [a, a ^ b]
+    pair = _mm_xor_si128(pair, carry);
+    carry = _mm_unpackhi_epi64(pair, pair);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), pair);
+  };
+  for (; i + 16 <= count; i += 16) {
+    __m128i p[8];
+    for (size_t b = 0; b < 8; ++b) p[b] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + b * count + i));
+    const __m128i a0 = _mm_unpacklo_epi8(p[0], p[1]), a1 = _mm_unpackhi_epi8(p[0], p[1]);
+    const __m128i b0 = _mm_unpacklo_epi8(p[2], p[3]), b1 = _mm_unpackhi_epi8(p[2], p[3]);
+    const __m128i c0 = _mm_unpacklo_epi8(p[4], p[5]), c1 = _mm_unpackhi_epi8(p[4], p[5]);
+    const __m128i d0 = _mm_unpacklo_epi8(p[6], p[7]), d1 = _mm_unpackhi_epi8(p[6], p[7]);
+    const __m128i low[4] = {_mm_unpacklo_epi16(a0, b0), _mm_unpackhi_epi16(a0, b0), _mm_unpacklo_epi16(a1, b1),
+                            _mm_unpackhi_epi16(a1, b1)};
+    const __m128i high[4] = {_mm_unpacklo_epi16(c0, d0), _mm_unpackhi_epi16(c0, d0), _mm_unpacklo_epi16(c1, d1),
+                             _mm_unpackhi_epi16(c1, d1)};
+    for (size_t k = 0; k < 4; ++k) {
+      step(_mm_unpacklo_epi32(low[k], high[k]), dst + 8 * (i + 4 * k));
+      step(_mm_unpackhi_epi32(low[k], high[k]), dst + 8 * (i + 4 * k + 2));
+    }
+  }
+  if (i > 0) running = load64(dst + 8 * (i - 1));
+#endif
+  for (; i < count; ++i) {
+    uint64_t word = 0;
+    for (size_t b = 0; b < 8; ++b) word |= uint64_t(planes[b * count + i]) << (8 * b);
+    running ^= word;
+    store64(dst + 8 * i, running);
+  }
+}
+
 // Undoes XOR_PREVIOUS in place: every row of `row_bytes` XORed with the row before it, already restored.
 void xor_previous_rows(uint8_t* bytes, size_t total, size_t row_bytes) {
   if (row_bytes == 0 || total <= row_bytes) return;
@@ -260,6 +299,10 @@ void decode_elements(const PackedArrayView& a, size_t width, bool has_base, cons
   if (width == 4) {
     unshuffle32(a.data, count, xor_base ? base : nullptr, dst);  // the base XOR rides along
   } else {
+    if (width == 8 && a.filter == proto::XOR_PREVIOUS_SHUFFLE && a.columns == 1) {
+      unshuffle64_running_xor(a.data, count, dst);
+      return;
+    }
     if (width == 2) unshuffle16(a.data, count, dst);
     if (width == 8) unshuffle64(a.data, count, dst);
     if (xor_base)

@@ -69,13 +69,13 @@ class WireReader {
     }
   }
   // A repeated number field, packed (wire type 2) or one element (wire type 0); other wire types are skipped.
-  template <typename T>
+  // `Wire` is the field's type in the schema when it differs from the element stored (bool into uint8_t).
+  template <typename T, typename Wire = T>
   void repeated(uint32_t wire_type, std::vector<T>* out) {
     if (wire_type == 0) {
-      out->push_back(T(varint()));
+      out->push_back(T(Wire(varint())));
     } else if (wire_type == 2) {
-      WireReader packed = sub();
-      while (!packed.at_end()) out->push_back(T(packed.varint()));
+      packed_varints<T, Wire>(sub(), out);
     } else {
       skip(wire_type);
     }
@@ -91,6 +91,38 @@ class WireReader {
   [[noreturn]] void fail() const { throw FormatError(std::string(what_) + " payload does not parse"); }
 
  private:
+  // A packed run of varints, the bulk of a layer-summary chunk: counted first (one element per byte without the
+  // continuation bit), then decoded without a bounds check per byte, which the last byte ending a varint makes safe.
+  template <typename T, typename Wire>
+  static void packed_varints(WireReader packed, std::vector<T>* out) {
+    const uint8_t* p = packed.p_;
+    const uint8_t* const end = packed.end_;
+    if (p == end) return;
+    if (end[-1] & 0x80) packed.fail();  // the last varint runs past the field
+    size_t count = 0;
+    for (const uint8_t* q = p; q < end; ++q) count += (*q & 0x80) == 0;
+    size_t n = out->size();
+    out->resize(n + count);
+    T* dst = out->data() + n;
+    if (count == size_t(end - p)) {  // one byte each (quantities, flags): no varint to assemble
+      for (size_t k = 0; k < count; ++k) dst[k] = T(Wire(p[k]));
+      return;
+    }
+    while (p < end) {
+      uint64_t v = *p++;
+      if (v & 0x80) {
+        v &= 0x7F;
+        for (unsigned shift = 7;; shift += 7) {
+          if (shift >= 70) packed.fail();  // more than ten bytes
+          const uint8_t b = *p++;
+          if (shift < 64) v |= uint64_t(b & 0x7F) << shift;
+          if (!(b & 0x80)) break;
+        }
+      }
+      *dst++ = T(Wire(v));
+    }
+  }
+
   void advance(size_t n) {
     if (n > size_t(end_ - p_)) fail();
     p_ += n;
@@ -225,18 +257,20 @@ std::string encode_summaries(SummaryData data) {
   return m.SerializeAsString();
 }
 
-SummaryData decode_summaries(const std::string& payload) {
+void decode_summary_columns(const std::string& payload, SummaryColumnData* out) {
+  SummaryColumnData& c = *out;
   WireReader r(payload, "layer-summary");
-  std::vector<uint32_t> layer_id, quantity;
-  std::vector<int64_t> step;
-  std::vector<bool> has_neuron_stats;
+  std::vector<uint32_t> quantity;
   std::vector<PackedArrayView> fields;
+  c.layer_id.clear();
+  c.step.clear();
+  c.has_neuron_stats.clear();
   while (!r.at_end()) {
     uint32_t wire_type;
     switch (r.field(&wire_type)) {
-      case 1: r.repeated(wire_type, &layer_id); break;
+      case 1: r.repeated(wire_type, &c.layer_id); break;
       case 2: r.repeated(wire_type, &quantity); break;
-      case 3: r.repeated(wire_type, &step); break;
+      case 3: r.repeated(wire_type, &c.step); break;
       case 4:
         if (wire_type == 2) {
           fields.emplace_back();
@@ -245,24 +279,38 @@ SummaryData decode_summaries(const std::string& payload) {
           r.skip(wire_type);
         }
         break;
-      case 5: r.repeated(wire_type, &has_neuron_stats); break;
+      case 5: r.repeated<uint8_t, bool>(wire_type, &c.has_neuron_stats); break;
       default: r.skip(wire_type);
     }
   }
-  const size_t n = layer_id.size();
-  if (quantity.size() != n || step.size() != n) throw FormatError("layer-summary columns differ in length");
-  SummaryData d;
-  d.records.resize(n);
+  const size_t n = c.layer_id.size();
+  if (quantity.size() != n || c.step.size() != n) throw FormatError("layer-summary columns differ in length");
+  c.quantity.resize(n);
   for (size_t i = 0; i < n; ++i) {
     if (quantity[i] >= uint32_t(kQuantityCount)) throw FormatError("layer-summary names an unknown quantity");
-    d.records[i] = {
-        layer_id[i], Quantity(quantity[i]), step[i], {}, i < has_neuron_stats.size() && has_neuron_stats[i]};
+    c.quantity[i] = Quantity(quantity[i]);
   }
-  std::vector<double> column(n);
-  for (size_t f = 0; f < std::min(fields.size(), size_t(kSummaryFields)); ++f) {
+  c.has_neuron_stats.resize(n, 0);  // written for every record; missing ones mean no
+  for (size_t f = 0; f < size_t(kSummaryFields); ++f) {
+    if (f >= fields.size()) {  // an older writer's chunk without this field: zero, as in TensorSummary
+      c.field[f].assign(n, 0.0);
+      continue;
+    }
     if (fields[f].count() != n) throw FormatError("layer-summary field has the wrong length");
-    unpack_doubles_into(fields[f], column.data());
-    for (size_t i = 0; i < n; ++i) set_summary_field(d.records[i].summary, int(f), column[i]);
+    c.field[f].resize(n);
+    unpack_doubles_into(fields[f], c.field[f].data());
+  }
+}
+
+SummaryData decode_summaries(const std::string& payload) {
+  SummaryColumnData c;
+  decode_summary_columns(payload, &c);
+  SummaryData d;
+  d.records.resize(c.size());
+  for (size_t i = 0; i < c.size(); ++i) {
+    SummaryRecord& r = d.records[i];
+    r = {c.layer_id[i], c.quantity[i], c.step[i], {}, c.has_neuron_stats[i] != 0};
+    for (int f = 0; f < kSummaryFields; ++f) set_summary_field(r.summary, f, c.field[f][i]);
   }
   return d;
 }

@@ -62,6 +62,16 @@ ScalarsData decode_scalars(const std::string& payload);
 
 std::string encode_summaries(SummaryData data);
 SummaryData decode_summaries(const std::string& payload);
+// The same as columns, into vectors reused from call to call (they keep their capacity).
+struct SummaryColumnData {
+  std::vector<uint32_t> layer_id;
+  std::vector<Quantity> quantity;
+  std::vector<int64_t> step;
+  std::vector<uint8_t> has_neuron_stats;
+  std::vector<double> field[kStatisticCount + 1];
+  size_t size() const { return layer_id.size(); }
+};
+void decode_summary_columns(const std::string& payload, SummaryColumnData* out);
 
 std::string encode_neuron_stats(const NeuronStatsData& data, Precision precision);
 NeuronStatsData decode_neuron_stats(const std::string& payload);

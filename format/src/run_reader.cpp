@@ -43,6 +43,18 @@ bool is_torn_segment_header(const std::filesystem::path& path) {
   return std::memcmp(head, kSegmentMagic, std::min<size_t>(size_t(got), sizeof kSegmentMagic)) == 0;
 }
 
+// Scratch memory taken from its owner for one use and handed back afterwards, so that a nested use (a full tensor's
+// base decoded while the tensor's own payload is still being read) finds it empty and works on memory of its own.
+template <typename T>
+struct Borrowed {
+  T& home;
+  T value;
+  explicit Borrowed(T& owner) : home(owner), value(std::exchange(owner, T{})) {}
+  ~Borrowed() { home = std::move(value); }
+  Borrowed(const Borrowed&) = delete;
+  Borrowed& operator=(const Borrowed&) = delete;
+};
+
 bool overlaps(const ChunkInfo& c, int64_t first, int64_t last) {
   return c.last_step >= first && c.first_step <= last;
 }
@@ -83,7 +95,8 @@ struct RunReader::Impl {
   std::list<Key> lru;
   std::map<Key, Entry> cache;
   CacheStats stats;
-  std::string framed_buffer, raw_buffer;  // scratch of decode_uncached()
+  std::string framed_buffer, raw_buffer;    // scratch of decode_uncached()
+  SummaryColumnData summary_column_buffer;  // scratch of for_each_summary_chunk()
 
   ~Impl() {
     for (auto& s : segments)
@@ -99,11 +112,21 @@ struct RunReader::Impl {
   }
   std::shared_ptr<const Decoded> decode(size_t chunk_index);
   std::shared_ptr<const Decoded> decode_uncached(const ChunkInfo& c);
+  void read_payload(const ChunkInfo& c, std::string* framed, std::string* raw);
+  // A layer-summary chunk as columns, from the cache if it is there, else decoded into `out` without caching.
+  bool summary_columns(size_t chunk_index, SummaryColumnData* out);
   void remember(const Key& key, std::shared_ptr<const Decoded> value, size_t bytes);
   void report(const ChunkInfo& c, const std::string& message) {
     if (!reported.insert({c.segment, c.offset}).second) return;
     read_problems.push_back({Problem::Kind::CorruptChunk, segments[c.segment].path, c.offset, message});
     refresh_problems();
+  }
+  void report(const ChunkInfo& c, const FormatError& e) {
+    const std::string what = e.what();
+    const std::string& path = segments[c.segment].path.string();
+    report(c, what.rfind(path, 0) == 0 ? what
+                                       : path + " at offset " + std::to_string(c.offset) + ": " +
+                                             chunk_type_name(c.type) + " chunk: " + what);
   }
   template <typename T>
   std::shared_ptr<const T> get(size_t chunk_index) {
@@ -245,36 +268,57 @@ std::shared_ptr<const Decoded> RunReader::Impl::decode(size_t chunk_index) {
     remember(key, value, decoded_bytes(*value, c));
     return value;
   } catch (const FormatError& e) {
-    const std::string what = e.what();
-    const std::string& path = segments[c.segment].path.string();
-    report(c, what.rfind(path, 0) == 0 ? what
-                                       : path + " at offset " + std::to_string(c.offset) + ": " +
-                                             chunk_type_name(c.type) + " chunk: " + what);
+    report(c, e);
     return nullptr;
   }
 }
 
-std::shared_ptr<const Decoded> RunReader::Impl::decode_uncached(const ChunkInfo& c) {
+bool RunReader::Impl::summary_columns(size_t chunk_index, SummaryColumnData* out) {
+  const ChunkInfo& c = chunks[chunk_index];
+  if (auto it = cache.find({c.segment, c.offset}); it != cache.end()) {
+    ++stats.hits;
+    lru.splice(lru.begin(), lru, it->second.position);
+    const auto* d = std::get_if<SummaryData>(it->second.value.get());
+    if (!d) return false;
+    const size_t n = d->records.size();
+    out->layer_id.resize(n), out->quantity.resize(n), out->step.resize(n), out->has_neuron_stats.resize(n);
+    for (auto& f : out->field) f.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      const SummaryRecord& r = d->records[i];
+      out->layer_id[i] = r.layer_id, out->quantity[i] = r.quantity, out->step[i] = r.step;
+      out->has_neuron_stats[i] = r.has_neuron_stats;
+      for (int f = 0; f < kStatisticCount; ++f) out->field[f][i] = r.summary.get(Statistic(f));
+      out->field[kStatisticCount][i] = r.summary.numel;
+    }
+    return true;
+  }
+  try {
+    Borrowed<std::string> framed(framed_buffer), raw(raw_buffer);
+    read_payload(c, &framed.value, &raw.value);
+    decode_summary_columns(raw.value, out);
+    return true;
+  } catch (const FormatError& e) {
+    report(c, e);
+    return false;
+  }
+}
+
+void RunReader::Impl::read_payload(const ChunkInfo& c, std::string* framed, std::string* raw) {
   const SegmentState& seg = segments[c.segment];
   if (seg.fd < 0) throw FormatError(seg.path.string() + ": cannot open");
+  read_framed_chunk(seg.fd, seg.path, c, framed);
+  stats.stored_bytes_read += framed->size();
+  decompress_chunk(seg.path, c, *framed, raw);
+  stats.raw_bytes_decompressed += raw->size();
+}
+
+std::shared_ptr<const Decoded> RunReader::Impl::decode_uncached(const ChunkInfo& c) {
   // Both buffers are reused from chunk to chunk: reading allocates only the decoded result. They are borrowed, not
   // shared: a full tensor is decoded from views into `raw`, and its base, decoded recursively meanwhile, must not
   // overwrite them (it finds the scratch empty and uses buffers of its own).
-  struct Borrowed {
-    std::string& home;
-    std::string buffer;
-    explicit Borrowed(std::string& h) : home(h), buffer(std::exchange(h, {})) {}
-    ~Borrowed() {
-      if (buffer.capacity() >= home.capacity()) home = std::move(buffer);
-    }
-  };
-  Borrowed framed_scratch(framed_buffer), raw_scratch(raw_buffer);
-  std::string& framed = framed_scratch.buffer;
-  std::string& raw = raw_scratch.buffer;
-  read_framed_chunk(seg.fd, seg.path, c, &framed);
-  stats.stored_bytes_read += framed.size();
-  decompress_chunk(seg.path, c, framed, &raw);
-  stats.raw_bytes_decompressed += raw.size();
+  Borrowed<std::string> framed_scratch(framed_buffer), raw_scratch(raw_buffer);
+  std::string& raw = raw_scratch.value;
+  read_payload(c, &framed_scratch.value, &raw);
   switch (ChunkType(c.type)) {
     case ChunkType::Metadata: return std::make_shared<Decoded>(decode_metadata(raw));
     case ChunkType::Scalars: return std::make_shared<Decoded>(decode_scalars(raw));
@@ -489,6 +533,26 @@ void RunReader::for_each_summary(int64_t first_step, int64_t last_step, const Su
     for (const auto& r : d->records)
       if (r.step >= first_step && r.step <= last_step)
         visit(r.step, r.layer_id, r.quantity, r.summary, r.has_neuron_stats);
+  }
+}
+
+void RunReader::for_each_summary_chunk(int64_t first_step, int64_t last_step, const SummaryChunkVisitor& visit) {
+  std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
+  Borrowed<SummaryColumnData> scratch(impl_->summary_column_buffer);  // a nested call gets columns of its own
+  SummaryColumnData& data = scratch.value;
+  for (size_t i : impl_->summary_chunks) {
+    const ChunkInfo& c = impl_->chunks[i];
+    if (!overlaps(c, first_step, last_step) || !impl_->summary_columns(i, &data)) continue;
+    SummaryColumns columns;
+    columns.first_step = c.first_step;
+    columns.last_step = c.last_step;
+    columns.size = data.size();
+    columns.layer_id = data.layer_id.data();
+    columns.quantity = data.quantity.data();
+    columns.step = data.step.data();
+    columns.has_neuron_stats = data.has_neuron_stats.data();
+    for (int f = 0; f <= kStatisticCount; ++f) columns.field[f] = data.field[f].data();
+    visit(columns);
   }
 }
 

@@ -45,7 +45,7 @@ std::vector<float> test_floats(size_t n, uint32_t seed) {
 }
 
 // Row counts and column counts around the vector widths (16 elements per SIMD step) and the special row widths.
-const uint32_t kRows[] = {1, 2, 3, 7};
+const uint32_t kRows[] = {1, 2, 3, 7, 37};
 const uint32_t kColumns[] = {1, 2, 3, 4, 5, 8, 15, 16, 17, 33, 64};
 
 TEST(ReadPath, Float32DecodesBitExactlyAtEveryShape) {
@@ -296,6 +296,13 @@ TEST(ReadPath, DamagedPayloadsAreFormatErrors) {
   Wire negative;  // an enum of -1 is a ten-byte varint; it must not pass as a quantity
   negative.message(2, Wire().number(1, uint64_t(-1)).bytes);
   EXPECT_THROW(decode_neuron_stats(negative.bytes), FormatError);
+  // Packed varints: one running past its field, one longer than ten bytes.
+  Wire cut_packed;
+  cut_packed.message(1, std::string("\x05\x80", 2));
+  EXPECT_THROW(decode_summaries(cut_packed.bytes), FormatError);
+  Wire long_packed;
+  long_packed.message(1, std::string(11, char(0x80)) + std::string(1, char(1)));
+  EXPECT_THROW(decode_summaries(long_packed.bytes), FormatError);
   Wire negative_tensor;
   negative_tensor.number(2, uint64_t(-3));
   EXPECT_THROW(decode_full_tensor(negative_tensor.bytes, nullptr), FormatError);
@@ -333,6 +340,48 @@ TEST(ReadPath, FullTensorViewSharesTheCacheAndOutlivesIt) {
   }
   EXPECT_FALSE(r.full_tensor(2, Quantity::Weight, 14));
   EXPECT_FALSE(r.full_tensor(3, Quantity::Weight, 10));
+}
+
+TEST(ReadPath, SummaryChunksAsColumnsHoldWhatTheRecordsHold) {
+  testing::TempDir dir;
+  const RunMetadata m = testing::small_model_metadata(4);
+  WriterOptions options;
+  options.chunk_bytes = 16 << 10;  // several layer-summary chunks
+  {
+    RunWriter w(dir.path(), m, options);
+    for (int s = 0; s < 300; ++s) ASSERT_TRUE(w.append(testing::synthetic_snapshot(s, 4, m, s % 10 == 0)));
+  }
+  for (bool cached : {false, true}) {
+    RunReader r(dir.path());
+    std::vector<int64_t> steps;
+    const std::vector<LayerQuantityRecord> records = r.read_all_summaries(INT64_MIN, INT64_MAX, &steps);
+    if (!cached) r.clear_cache();  // columns decoded from the file, else transposed from the cached records
+    const uint64_t read_before = r.cache_stats().stored_bytes_read;
+    size_t i = 0, chunks = 0, flagged = 0;
+    int64_t previous_last = INT64_MIN;
+    r.for_each_summary_chunk(INT64_MIN, INT64_MAX, [&](const SummaryColumns& c) {
+      ++chunks;
+      EXPECT_GT(c.first_step, previous_last);
+      previous_last = c.last_step;
+      for (size_t k = 0; k < c.size; ++k, ++i) {
+        ASSERT_LT(i, records.size());
+        EXPECT_EQ(c.step[k], steps[i]);
+        EXPECT_GE(c.step[k], c.first_step);
+        EXPECT_LE(c.step[k], c.last_step);
+        EXPECT_EQ(c.layer_id[k], records[i].layer_id);
+        EXPECT_EQ(c.quantity[k], records[i].quantity);
+        const TensorSummary got = c.summary(k), want = records[i].summary;
+        for (Statistic st : all_statistics()) EXPECT_EQ(bits(got.get(st)), bits(want.get(st)));
+        EXPECT_EQ(bits(got.numel), bits(want.numel));
+        flagged += c.has_neuron_stats[k];
+      }
+    });
+    EXPECT_EQ(i, records.size());
+    EXPECT_GT(chunks, 2u);
+    EXPECT_EQ(flagged, 30u * 9);  // every 10th step, three quantities of three leaf layers
+    // Decoded without the cache: read from the file again, and nothing kept.
+    EXPECT_EQ(r.cache_stats().stored_bytes_read > read_before, !cached);
+  }
 }
 
 }  // namespace

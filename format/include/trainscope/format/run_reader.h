@@ -61,6 +61,24 @@ struct SummaryPoint {
   TensorSummary summary;
 };
 
+// One layer-summary chunk's records as the columns they are stored in, sorted by (layer, quantity, step) as the
+// writer sorts them. The pointers are valid only during the visit.
+struct SummaryColumns {
+  int64_t first_step = 0, last_step = 0;  // the steps the chunk covers, from its header
+  size_t size = 0;                        // records
+  const uint32_t* layer_id = nullptr;
+  const Quantity* quantity = nullptr;
+  const int64_t* step = nullptr;
+  const uint8_t* has_neuron_stats = nullptr;      // 1: per-neuron statistics were recorded too
+  const double* field[kStatisticCount + 1] = {};  // each Statistic in its order, then numel
+
+  TensorSummary summary(size_t i) const {
+    return {field[0][i], field[1][i], field[2][i],
+            field[3][i], field[4][i], field[5][i],
+            field[6][i], field[7][i], field[kStatisticCount][i]};
+  }
+};
+
 struct GapInfo {
   int64_t first_step = 0, last_step = 0;
   uint64_t dropped_snapshots = 0;
@@ -113,6 +131,11 @@ class RunReader {
   using SummaryVisitor = std::function<void(int64_t step, uint32_t layer_id, Quantity quantity,
                                             const TensorSummary& summary, bool has_neuron_stats)>;
   void for_each_summary(int64_t first_step, int64_t last_step, const SummaryVisitor& visit);
+  // Every layer-summary chunk overlapping [first_step, last_step], in file order, whole (records outside the range
+  // included), as columns: decoded into memory reused from chunk to chunk and not kept in the cache, so that one
+  // pass over a long run costs the decompression and little else. For analyses of the whole run.
+  using SummaryChunkVisitor = std::function<void(const SummaryColumns& chunk)>;
+  void for_each_summary_chunk(int64_t first_step, int64_t last_step, const SummaryChunkVisitor& visit);
 
   std::optional<NeuronSeries> read_neuron_series(uint32_t layer_id, Quantity q, Statistic s,
                                                  int64_t first_step = INT64_MIN, int64_t last_step = INT64_MAX);

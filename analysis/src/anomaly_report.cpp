@@ -3,9 +3,77 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <optional>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 namespace trainscope::analysis {
+
+namespace {
+
+// One entry per (step, kind), several scalars going NaN at once being one event; ranked by score; the strongest.
+std::vector<AbnormalSnapshot> rank_entry_points(std::vector<AbnormalSnapshot> found, size_t max_anomalies) {
+  std::vector<AbnormalSnapshot> out;
+  std::stable_sort(found.begin(), found.end(), [](const AbnormalSnapshot& a, const AbnormalSnapshot& b) {
+    return std::make_tuple(a.step, int(a.kind)) < std::make_tuple(b.step, int(b.kind));
+  });
+  for (AbnormalSnapshot& a : found) {
+    if (!out.empty() && out.back().step == a.step && out.back().kind == a.kind) {
+      AbnormalSnapshot& b = out.back();
+      b.score = std::max(b.score, a.score);
+      b.scalar += "," + a.scalar;
+      b.reason += "; " + a.reason;
+      continue;
+    }
+    out.push_back(std::move(a));
+  }
+  std::stable_sort(out.begin(), out.end(), [](const AbnormalSnapshot& a, const AbnormalSnapshot& b) {
+    return a.score != b.score ? a.score > b.score : a.step < b.step;
+  });
+  if (out.size() > max_anomalies) out.resize(max_anomalies);
+  return out;
+}
+
+bool has_non_finite(const std::vector<AbnormalSnapshot>& found) {
+  return std::any_of(found.begin(), found.end(),
+                     [](const AbnormalSnapshot& a) { return a.kind == AnomalyKind::NonFinite; });
+}
+
+// NaN/Inf seen in layer tensors but in no scalar (the loss was not logged, or stayed finite) is an entry point too.
+std::optional<AbnormalSnapshot> layer_non_finite_entry(const std::vector<RuleHit>& hits, const LayerGraph& graph) {
+  const RuleHit* first = nullptr;
+  for (const RuleHit& h : hits)
+    if (h.rule == LayerRule::NonFinite && (!first || h.first_step < first->first_step)) first = &h;
+  if (!first) return std::nullopt;
+  return AbnormalSnapshot{first->first_step,
+                          AnomalyKind::NonFinite,
+                          "",
+                          NAN,
+                          1000.0,
+                          "NaN/Inf in layer tensors from step " + std::to_string(first->first_step) + " (" +
+                              graph.name(first->layer_id) + ")",
+                          {}};
+}
+
+// The analysis over a SummaryTable of the whole run: for recordings whose summary chunks a single pass cannot
+// take in order. The streaming path of analyze_run gives the same report.
+void analyze_with_table(format::RunReader& reader, const LayerGraph& graph, const AnalysisParams& params,
+                        const LearningRate& lr, std::vector<AbnormalSnapshot> found, AnomalyReport& report,
+                        const std::function<void(const char*, double)>& report_progress) {
+  const SummaryTable table = SummaryTable::load(reader);
+  report_progress("layer rules", 0.6);
+  report.rule_hits = evaluate_layer_rules(graph, table, &reader, lr, params.rules);
+  if (!has_non_finite(found))
+    if (auto entry = layer_non_finite_entry(report.rule_hits, graph)) found.push_back(std::move(*entry));
+  report.anomalies = rank_entry_points(std::move(found), params.max_anomalies);
+  report_progress("root cause", 0.8);
+  for (AbnormalSnapshot& a : report.anomalies)
+    a.suspects = rank_suspects(graph, table, report.rule_hits, a.step, params.root_cause);
+}
+
+}  // namespace
 
 AnomalyReport analyze_run(format::RunReader& reader, const AnalysisParams& params,
                           const std::function<void(const char*, double)>& progress) {
@@ -26,51 +94,45 @@ AnomalyReport analyze_run(format::RunReader& reader, const AnalysisParams& param
       found.push_back({a.step, a.kind, a.scalar, a.value, a.score, a.reason, {}});
   }
   report_progress("layer summaries", 0.2);
-  const SummaryTable table = SummaryTable::load(reader);
-  report_progress("layer rules", 0.6);
-  report.rule_hits = evaluate_layer_rules(graph, table, &reader, lr, params.rules);
 
-  // NaN/Inf seen in layer tensors but in no scalar (the loss was not logged, or stayed finite) is an entry point too.
-  const bool scalar_non_finite = std::any_of(
-      found.begin(), found.end(), [](const AbnormalSnapshot& a) { return a.kind == AnomalyKind::NonFinite; });
-  if (!scalar_non_finite) {
-    const RuleHit* first = nullptr;
-    for (const RuleHit& h : report.rule_hits)
-      if (h.rule == LayerRule::NonFinite && (!first || h.first_step < first->first_step)) first = &h;
-    if (first)
-      found.push_back({first->first_step,
-                       AnomalyKind::NonFinite,
-                       "",
-                       NAN,
-                       1000.0,
-                       "NaN/Inf in layer tensors from step " + std::to_string(first->first_step) + " (" +
-                           graph.name(first->layer_id) + ")",
-                       {}});
-  }
-
-  // One entry per (step, kind): several scalars going NaN at once are one event.
-  std::stable_sort(found.begin(), found.end(), [](const AbnormalSnapshot& a, const AbnormalSnapshot& b) {
-    return std::make_tuple(a.step, int(a.kind)) < std::make_tuple(b.step, int(b.kind));
+  // One pass over the summary chunks, without a table of the whole run (on a long run, building it cost far more
+  // than decompressing the summaries): the rules as the records stream by, and the departures from their normal
+  // range in the windows around the entry points the scalars name. A NaN in layers only adds one entry point, whose
+  // window is read again afterwards.
+  std::vector<int64_t> entry_steps;
+  for (const AbnormalSnapshot& a : rank_entry_points(found, params.max_anomalies)) entry_steps.push_back(a.step);
+  LayerRuleStream rules(graph, lr, params.rules);
+  DepartureStream departures(graph, entry_steps, params.root_cause);
+  bool in_order = true;
+  reader.for_each_summary_chunk(INT64_MIN, INT64_MAX, [&](const format::SummaryColumns& chunk) {
+    if (in_order && (in_order = rules.add(chunk))) departures.add(chunk);
   });
-  for (AbnormalSnapshot& a : found) {
-    if (!report.anomalies.empty() && report.anomalies.back().step == a.step && report.anomalies.back().kind == a.kind) {
-      AbnormalSnapshot& b = report.anomalies.back();
-      b.score = std::max(b.score, a.score);
-      b.scalar += "," + a.scalar;
-      b.reason += "; " + a.reason;
-      continue;
-    }
-    report.anomalies.push_back(std::move(a));
+  if (!in_order) {
+    analyze_with_table(reader, graph, params, lr, std::move(found), report, report_progress);
+    report_progress("done", 1.0);
+    return report;
   }
-  std::stable_sort(report.anomalies.begin(), report.anomalies.end(),
-                   [](const AbnormalSnapshot& a, const AbnormalSnapshot& b) {
-                     return a.score != b.score ? a.score > b.score : a.step < b.step;
-                   });
-  if (report.anomalies.size() > params.max_anomalies) report.anomalies.resize(params.max_anomalies);
+  report_progress("layer rules", 0.6);
+  report.rule_hits = rules.finish(&reader);
+  if (!has_non_finite(found))
+    if (auto entry = layer_non_finite_entry(report.rule_hits, graph)) found.push_back(std::move(*entry));
+  report.anomalies = rank_entry_points(std::move(found), params.max_anomalies);
 
   report_progress("root cause", 0.8);
-  for (AbnormalSnapshot& a : report.anomalies)
-    a.suspects = rank_suspects(graph, table, report.rule_hits, a.step, params.root_cause);
+  for (AbnormalSnapshot& a : report.anomalies) {
+    const auto known = std::find(entry_steps.begin(), entry_steps.end(), a.step);
+    if (known != entry_steps.end()) {
+      a.suspects = departures.suspects(size_t(known - entry_steps.begin()), report.rule_hits);
+      continue;
+    }
+    DepartureStream again(graph, {a.step}, params.root_cause, &departures);
+    const int64_t first =
+        a.step < INT64_MIN + params.root_cause.lookback_steps ? INT64_MIN : a.step - params.root_cause.lookback_steps;
+    const int64_t last =
+        a.step > INT64_MAX - params.root_cause.lookahead_steps ? INT64_MAX : a.step + params.root_cause.lookahead_steps;
+    reader.for_each_summary_chunk(first, last, [&](const format::SummaryColumns& chunk) { again.add(chunk); });
+    a.suspects = again.suspects(0, report.rule_hits);
+  }
   report_progress("done", 1.0);
   return report;
 }

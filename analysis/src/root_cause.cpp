@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <optional>
 #include <tuple>
 
@@ -12,6 +13,7 @@ namespace trainscope::analysis {
 namespace {
 
 using format::Quantity;
+using format::TensorSummary;
 
 bool is_gradient(Quantity q) {
   return q == Quantity::ActivationGrad || q == Quantity::WeightGrad || q == Quantity::BiasGrad;
@@ -26,67 +28,107 @@ struct Candidate {
   double confidence = 0;
 };
 
-std::optional<Candidate> departure(const SummarySeries& s, int64_t anomaly_step, const RootCauseParams& p) {
-  const int64_t window_start = anomaly_step - p.lookback_steps;
-  const auto begin = size_t(std::lower_bound(s.steps.begin(), s.steps.end(), window_start) - s.steps.begin());
-  // Layer data is captured every few steps while scalars come every step: look a little past the anomaly.
-  const auto end =
-      size_t(std::upper_bound(s.steps.begin(), s.steps.end(), anomaly_step + p.lookahead_steps) - s.steps.begin());
-  if (begin >= end) return std::nullopt;
+// Has one series departed from its normal range in one anomaly's window? Fed the window's records in step order.
+// The series has departed at its first NaN/Inf; else, after a baseline of its first `baseline_points` records, from
+// the first step of the stretch reaching the window's end where the robust z-score stays at or above departure_z / 2,
+// that stretch's first step with one at or above departure_z.
+class DepartureScan {
+ public:
+  explicit DepartureScan(const RootCauseParams& p) : p_(p) {}
 
-  for (size_t i = begin; i < end; ++i) {
-    const auto& v = s.values[i];
-    if (v.finite()) continue;
-    char buf[160];
-    std::snprintf(buf, sizeof buf, "%.0f NaN and %.0f Inf values of %.0f", v.nan_count, v.inf_count, v.numel);
-    return Candidate{{s.layer_id, s.quantity, s.steps[i], "non_finite", 0, buf}, 1.0};
+  void add(int64_t step, const TensorSummary& v) {
+    ++records_;
+    last_step_ = step;
+    if (non_finite_) return;
+    if (!v.finite()) {
+      non_finite_ = true;
+      first_non_finite_ = {step, v};
+      return;
+    }
+    if (past_baseline_ == 0 && magnitude_.size() < p_.baseline_points) {
+      magnitude_.push_back(log_magnitude(max_abs(v)));
+      spread_.push_back(log_magnitude(rms(v)));
+      return;
+    }
+    if (past_baseline_++ == 0) {
+      magnitude_scale_ = robust_scale(magnitude_);
+      spread_scale_ = robust_scale(spread_);
+    }
+    const double z = z_of(v);
+    if (std::abs(z) < p_.departure_z / 2) {  // back within range: a departure has to start after this
+      departed_ = false;
+      peak_ = 0;
+      return;
+    }
+    peak_ = std::max(peak_, std::abs(z));
+    if (std::abs(z) >= p_.departure_z && !departed_) {
+      departed_ = true;
+      start_step_ = step;
+      start_z_ = z;
+    }
   }
 
-  std::vector<double> magnitude, spread;
-  for (size_t i = begin; i < end && magnitude.size() < p.baseline_points; ++i) {
-    magnitude.push_back(log_magnitude(max_abs(s.values[i])));
-    spread.push_back(log_magnitude(rms(s.values[i])));
+  std::optional<Candidate> result(uint32_t layer, Quantity q) const {
+    if (records_ == 0) return std::nullopt;
+    if (non_finite_) {
+      const TensorSummary& v = first_non_finite_.second;
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "%.0f NaN and %.0f Inf values of %.0f", v.nan_count, v.inf_count, v.numel);
+      return Candidate{{layer, q, first_non_finite_.first, "non_finite", 0, buf}, 1.0};
+    }
+    if (magnitude_.size() < p_.min_baseline_points || past_baseline_ == 0 || !departed_) return std::nullopt;
+    char buf[200];
+    std::snprintf(buf, sizeof buf,
+                  "%s %s from step %lld: %.1f robust standard deviations (log scale) %s its range "
+                  "before, up to %.1f by step %lld",
+                  std::string(format::quantity_name(q)).c_str(), start_z_ > 0 ? "grows" : "shrinks",
+                  static_cast<long long>(start_step_), std::abs(start_z_), start_z_ > 0 ? "above" : "below", peak_,
+                  static_cast<long long>(last_step_));
+    return Candidate{{layer, q, start_step_, "departure", 0, buf}, std::min(1.0, 0.5 + peak_ / (8 * p_.departure_z))};
   }
-  if (magnitude.size() < p.min_baseline_points || begin + magnitude.size() >= end) return std::nullopt;
-  const RobustScale ms = robust_scale(magnitude), ss = robust_scale(spread);
+
+ private:
   // log10 values: a floor of 0.05 decades keeps a flat baseline from making noise look like a departure.
-  const auto z_at = [&](size_t i) {
-    const double zm = (log_magnitude(max_abs(s.values[i])) - ms.median) / std::max(ms.sigma, 0.05);
-    const double zs = (log_magnitude(rms(s.values[i])) - ss.median) / std::max(ss.sigma, 0.05);
+  double z_of(const TensorSummary& v) const {
+    const double zm = (log_magnitude(max_abs(v)) - magnitude_scale_.median) / std::max(magnitude_scale_.sigma, 0.05);
+    const double zs = (log_magnitude(rms(v)) - spread_scale_.median) / std::max(spread_scale_.sigma, 0.05);
     return std::abs(zm) > std::abs(zs) ? zm : zs;
-  };
-  // Walk back from s while the series stays away from its baseline; the run's start is the departure.
-  std::optional<size_t> start;
-  double peak = 0;
-  for (size_t i = end; i-- > begin + magnitude.size();) {
-    const double z = z_at(i);
-    if (std::abs(z) < p.departure_z / 2) break;
-    peak = std::max(peak, std::abs(z));
-    if (std::abs(z) >= p.departure_z) start = i;
   }
-  if (!start) return std::nullopt;
-  const double z = z_at(*start);
-  char buf[200];
-  std::snprintf(buf, sizeof buf,
-                "%s %s from step %lld: %.1f robust standard deviations (log scale) %s its range "
-                "before, up to %.1f by step %lld",
-                std::string(format::quantity_name(s.quantity)).c_str(), z > 0 ? "grows" : "shrinks",
-                static_cast<long long>(s.steps[*start]), std::abs(z), z > 0 ? "above" : "below", peak,
-                static_cast<long long>(s.steps[end - 1]));
-  return Candidate{{s.layer_id, s.quantity, s.steps[*start], "departure", 0, buf},
-                   std::min(1.0, 0.5 + peak / (8 * p.departure_z))};
+
+  const RootCauseParams& p_;
+  size_t records_ = 0, past_baseline_ = 0;
+  int64_t last_step_ = 0;
+  bool non_finite_ = false;
+  std::pair<int64_t, TensorSummary> first_non_finite_;
+  std::vector<double> magnitude_, spread_;
+  RobustScale magnitude_scale_, spread_scale_;
+  bool departed_ = false;
+  int64_t start_step_ = 0;
+  double start_z_ = 0, peak_ = 0;
+};
+
+std::pair<int64_t, int64_t> window_of(int64_t anomaly_step, const RootCauseParams& p) {
+  // Layer data is captured every few steps while scalars come every step: look a little past the anomaly.
+  const int64_t first =
+      p.lookback_steps > 0 && anomaly_step < INT64_MIN + p.lookback_steps ? INT64_MIN : anomaly_step - p.lookback_steps;
+  const int64_t last = p.lookahead_steps > 0 && anomaly_step > INT64_MAX - p.lookahead_steps
+                           ? INT64_MAX
+                           : anomaly_step + p.lookahead_steps;
+  return {first, last};
 }
 
-}  // namespace
+std::optional<Candidate> departure(const SummarySeries& s, int64_t anomaly_step, const RootCauseParams& p) {
+  const auto [first, last] = window_of(anomaly_step, p);
+  const auto begin = size_t(std::lower_bound(s.steps.begin(), s.steps.end(), first) - s.steps.begin());
+  const auto end = size_t(std::upper_bound(s.steps.begin(), s.steps.end(), last) - s.steps.begin());
+  DepartureScan scan(p);
+  for (size_t i = begin; i < end; ++i) scan.add(s.steps[i], s.values[i]);
+  return scan.result(s.layer_id, s.quantity);
+}
 
-std::vector<Suspect> rank_suspects(const LayerGraph& graph, const SummaryTable& table,
-                                   const std::vector<RuleHit>& rule_hits, int64_t anomaly_step,
-                                   const RootCauseParams& params) {
-  std::vector<Candidate> candidates;
-  for (const SummarySeries& s : table.series()) {
-    if (s.layer_id >= graph.size()) continue;
-    if (auto c = departure(s, anomaly_step, params)) candidates.push_back(std::move(*c));
-  }
+// The ranking itself, from the departures (in the order of the run's series) and the rule hits.
+std::vector<Suspect> rank(const LayerGraph& graph, std::vector<Candidate> candidates,
+                          const std::vector<RuleHit>& rule_hits, int64_t anomaly_step, const RootCauseParams& params) {
   for (const RuleHit& hit : rule_hits) {
     if (hit.rule == LayerRule::NonFinite || hit.layer_id >= graph.size()) continue;  // covered by departures
     // Only conditions present at the anomaly: a rule that stopped firing long before did not cause it.
@@ -131,6 +173,80 @@ std::vector<Suspect> rank_suspects(const LayerGraph& graph, const SummaryTable& 
     if (out.size() >= params.max_suspects) break;
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<Suspect> rank_suspects(const LayerGraph& graph, const SummaryTable& table,
+                                   const std::vector<RuleHit>& rule_hits, int64_t anomaly_step,
+                                   const RootCauseParams& params) {
+  std::vector<Candidate> candidates;
+  for (const SummarySeries& s : table.series()) {
+    if (s.layer_id >= graph.size()) continue;
+    if (auto c = departure(s, anomaly_step, params)) candidates.push_back(std::move(*c));
+  }
+  return rank(graph, std::move(candidates), rule_hits, anomaly_step, params);
+}
+
+struct DepartureStream::Impl {
+  const LayerGraph& graph;
+  RootCauseParams params;
+  std::vector<int64_t> anomaly_steps;
+  std::vector<std::pair<int64_t, int64_t>> windows;
+  std::vector<int32_t> position;  // by layer x quantity: rank of the series' first record in the run, or -1
+  int32_t next_position = 0;
+  bool fixed_order = false;
+  std::vector<std::unique_ptr<DepartureScan>> scans;  // by (layer x quantity) x anomaly, made at the first record
+  std::vector<size_t> active;                         // the anomalies whose windows overlap the current chunk
+};
+
+DepartureStream::DepartureStream(const LayerGraph& graph, std::vector<int64_t> anomaly_steps,
+                                 const RootCauseParams& params, const DepartureStream* order_of)
+    : impl_(new Impl{graph, params, std::move(anomaly_steps), {}, {}, 0, order_of != nullptr, {}, {}}) {
+  Impl& m = *impl_;
+  for (int64_t a : m.anomaly_steps) m.windows.push_back(window_of(a, m.params));
+  const size_t slots = graph.size() * size_t(format::kQuantityCount);
+  m.position = order_of ? order_of->impl_->position : std::vector<int32_t>(slots, -1);
+  m.scans.resize(slots * m.anomaly_steps.size());
+}
+
+DepartureStream::~DepartureStream() = default;
+
+void DepartureStream::add(const format::SummaryColumns& c) {
+  Impl& m = *impl_;
+  m.active.clear();
+  for (size_t k = 0; k < m.windows.size(); ++k)
+    if (m.windows[k].second >= c.first_step && m.windows[k].first <= c.last_step) m.active.push_back(k);
+  if (m.active.empty() && m.fixed_order) return;
+  const size_t anomalies = m.anomaly_steps.size();
+  for (size_t i = 0; i < c.size; ++i) {
+    const bool same_series = i > 0 && c.layer_id[i] == c.layer_id[i - 1] && c.quantity[i] == c.quantity[i - 1];
+    if ((same_series && m.active.empty()) || c.layer_id[i] >= m.graph.size()) continue;
+    const size_t slot = size_t(c.layer_id[i]) * format::kQuantityCount + size_t(c.quantity[i]);
+    if (m.position[slot] < 0) m.position[slot] = m.next_position++;
+    for (size_t k : m.active) {
+      if (c.step[i] < m.windows[k].first || c.step[i] > m.windows[k].second) continue;
+      auto& scan = m.scans[slot * anomalies + k];
+      if (!scan) scan = std::make_unique<DepartureScan>(m.params);
+      scan->add(c.step[i], c.summary(i));
+    }
+  }
+}
+
+std::vector<Suspect> DepartureStream::suspects(size_t anomaly, const std::vector<RuleHit>& rule_hits) const {
+  const Impl& m = *impl_;
+  const size_t anomalies = m.anomaly_steps.size();
+  std::vector<std::pair<int32_t, size_t>> series;  // (position, slot) of the series seen in this window
+  for (size_t slot = 0; slot < m.position.size(); ++slot)
+    if (m.scans[slot * anomalies + anomaly]) series.emplace_back(m.position[slot], slot);
+  std::sort(series.begin(), series.end());
+  std::vector<Candidate> candidates;
+  for (const auto& [position, slot] : series) {
+    const auto layer = uint32_t(slot / format::kQuantityCount);
+    const auto q = Quantity(slot % format::kQuantityCount);
+    if (auto c = m.scans[slot * anomalies + anomaly]->result(layer, q)) candidates.push_back(std::move(*c));
+  }
+  return rank(m.graph, std::move(candidates), rule_hits, m.anomaly_steps[anomaly], m.params);
 }
 
 }  // namespace trainscope::analysis

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <optional>
 
 namespace trainscope::analysis {
@@ -16,12 +17,106 @@ std::string fmt(const char* format, double a, double b = 0, double c = 0) {
   return buf;
 }
 
-std::vector<double> window_values(const std::vector<double>& v, size_t from, size_t to) {
-  std::vector<double> w;
+// The finite values of v[from, to) into `w` (reused: the detectors below run one window per step).
+void window_values(const std::vector<double>& v, size_t from, size_t to, std::vector<double>& w) {
+  w.clear();
   for (size_t i = from; i < to; ++i)
     if (std::isfinite(v[i])) w.push_back(v[i]);
-  return w;
 }
+
+// robust_stats' median and robust_scale, the same values, on scratch memory instead of fresh copies.
+double median_of(const std::vector<double>& values, std::vector<double>& scratch) {
+  scratch.clear();
+  for (double v : values)
+    if (std::isfinite(v)) scratch.push_back(v);
+  if (scratch.empty()) return std::numeric_limits<double>::quiet_NaN();
+  const size_t mid = scratch.size() / 2;
+  std::nth_element(scratch.begin(), scratch.begin() + ptrdiff_t(mid), scratch.end());
+  const double upper = scratch[mid];
+  if (scratch.size() % 2) return upper;
+  const double lower = *std::max_element(scratch.begin(), scratch.begin() + ptrdiff_t(mid));
+  return 0.5 * (lower + upper);
+}
+
+struct Scratch {
+  std::vector<double> a, b, c;
+};
+
+RobustScale robust_scale_of(const std::vector<double>& values, Scratch& s) {
+  RobustScale out;
+  out.median = median_of(values, s.a);
+  s.b.clear();
+  for (double v : values)
+    if (std::isfinite(v)) s.b.push_back(std::abs(v - out.median));
+  out.count = s.b.size();
+  out.sigma = s.b.empty() ? 0.0 : 1.4826 * median_of(s.b, s.a);
+  return out;
+}
+
+// A window of finite values kept sorted as it slides one value at a time, for the medians and MADs the detectors
+// take at every step: the same numbers as median() and robust_scale() on the window, without selecting anew.
+// A negative zero makes the order of equal values matter to the result's sign; callers then take the slow way.
+class SortedWindow {
+ public:
+  void insert(double v) {
+    values_.insert(std::upper_bound(values_.begin(), values_.end(), v), v);
+    negative_zeros_ += v == 0 && std::signbit(v);
+  }
+  void erase(double v) {  // one element equal to v, bit for bit
+    auto [first, last] = std::equal_range(values_.begin(), values_.end(), v);
+    auto it = std::find_if(first, last, [&](double x) { return std::signbit(x) == std::signbit(v); });
+    if (it == last) return;
+    values_.erase(it);
+    negative_zeros_ -= v == 0 && std::signbit(v);
+  }
+  void clear() {
+    values_.clear();
+    negative_zeros_ = 0;
+  }
+  size_t size() const { return values_.size(); }
+  bool exact() const { return negative_zeros_ == 0; }
+
+  double median() const {
+    const size_t n = values_.size();
+    if (n == 0) return std::numeric_limits<double>::quiet_NaN();
+    return n % 2 ? values_[n / 2] : 0.5 * (values_[n / 2 - 1] + values_[n / 2]);
+  }
+
+  RobustScale robust_scale() const {
+    RobustScale out;
+    out.median = median();
+    const size_t n = values_.size();
+    out.count = n;
+    if (n == 0) return out;
+    // |v - median| grows away from the median on both sides: two sorted runs, merged as far as their middle.
+    // Infinite deviations (an overflow) are the largest, at the far ends, and do not count, as in median().
+    const double m = out.median;
+    const auto deviation = [&](size_t i) { return std::abs(values_[i] - m); };
+    const size_t split = size_t(std::lower_bound(values_.begin(), values_.end(), m) - values_.begin());
+    size_t low = 0, high = n;  // [low, high): the values with a finite deviation
+    while (low < split && !std::isfinite(deviation(low))) ++low;
+    while (high > split && !std::isfinite(deviation(high - 1))) --high;
+    const size_t finite = high - low;
+    if (finite == 0) {
+      out.sigma = 1.4826 * std::numeric_limits<double>::quiet_NaN();
+      return out;
+    }
+    const size_t mid = finite / 2;
+    size_t left = split, right = split;  // next candidates: values_[left - 1] below, values_[right] above
+    double previous = 0, current = 0;
+    for (size_t k = 0; k <= mid; ++k) {
+      previous = current;
+      const bool take_left = left > low && (right >= high || deviation(left - 1) <= deviation(right));
+      current = take_left ? deviation(--left) : deviation(right++);
+    }
+    out.sigma = 1.4826 * (finite % 2 ? current : 0.5 * (previous + current));
+    return out;
+  }
+
+ private:
+  std::vector<double> values_;
+  size_t negative_zeros_ = 0;
+};
 
 }  // namespace
 
@@ -56,7 +151,9 @@ std::vector<ScalarAnomaly> find_scalar_anomalies(const std::string& name, const 
   }
 
   // Spikes against the trailing window of finite values.
-  std::vector<double> history;
+  std::vector<double> history, window;
+  Scratch scratch;
+  SortedWindow trailing;  // the last `window` values of history
   std::optional<size_t> last_spike;
   size_t spike_index = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -64,7 +161,13 @@ std::vector<ScalarAnomaly> find_scalar_anomalies(const std::string& name, const 
     if (!std::isfinite(v)) continue;
     if (history.size() >= p.min_history) {
       const size_t from = history.size() > p.window ? history.size() - p.window : 0;
-      const RobustScale scale = robust_scale(std::vector<double>(history.begin() + ptrdiff_t(from), history.end()));
+      RobustScale scale;
+      if (trailing.exact()) {
+        scale = trailing.robust_scale();
+      } else {
+        window.assign(history.begin() + ptrdiff_t(from), history.end());
+        scale = robust_scale_of(window, scratch);
+      }
       const double z = robust_z(v, scale);
       const bool spike = z > p.spike_z || (!loss && -z > p.spike_z);
       if (spike && last_spike && i - *last_spike <= p.window) {
@@ -82,6 +185,8 @@ std::vector<ScalarAnomaly> find_scalar_anomalies(const std::string& name, const 
       }
     }
     history.push_back(v);
+    trailing.insert(v);
+    if (history.size() > p.window) trailing.erase(history[history.size() - 1 - p.window]);
   }
 
   // Level shifts: median after vs median before, strongest step of each shift.
@@ -95,12 +200,27 @@ std::vector<ScalarAnomaly> find_scalar_anomalies(const std::string& name, const 
       for (double x : v) sum += x;
       return v.empty() ? 0.0 : sum / double(v.size());
     };
-    for (size_t i = std::max(w, p.min_history); i + w <= n; ++i) {
-      const std::vector<double> before = window_values(values, i - w, i);
-      const std::vector<double> after = window_values(values, i, i + w);
+    std::vector<double> before, after;
+    SortedWindow sorted_before, sorted_after;  // the finite values of [i - w, i) and [i, i + w)
+    const size_t start = std::max(w, p.min_history);
+    if (start + w <= n) {
+      for (size_t k = start - w; k < start; ++k)
+        if (std::isfinite(values[k])) sorted_before.insert(values[k]);
+      for (size_t k = start; k < start + w; ++k)
+        if (std::isfinite(values[k])) sorted_after.insert(values[k]);
+    }
+    for (size_t i = start; i + w <= n; ++i) {
+      if (i > start) {  // slide both windows by one
+        if (std::isfinite(values[i - w - 1])) sorted_before.erase(values[i - w - 1]);
+        if (std::isfinite(values[i - 1])) sorted_before.insert(values[i - 1]), sorted_after.erase(values[i - 1]);
+        if (std::isfinite(values[i + w - 1])) sorted_after.insert(values[i + w - 1]);
+      }
+      window_values(values, i - w, i, before);
+      window_values(values, i, i + w, after);
       if (before.size() < w / 2 || after.size() < w / 2) continue;
-      const RobustScale scale = robust_scale(before);
-      z[i] = robust_z(median(after), scale);
+      const bool exact = sorted_before.exact() && sorted_after.exact();
+      const RobustScale scale = exact ? sorted_before.robust_scale() : robust_scale_of(before, scratch);
+      z[i] = robust_z(exact ? sorted_after.median() : median_of(after, scratch.c), scale);
       if (loss && z[i] < 0) z[i] = 0;  // a loss that drops is training working
       contrast[i] = std::abs(mean(after) - mean(before));
     }
@@ -123,7 +243,8 @@ std::vector<ScalarAnomaly> find_scalar_anomalies(const std::string& name, const 
     const size_t rw = std::max<size_t>(p.divergence_window, 1);
     double best = INFINITY;
     for (size_t i = rw; i <= n; ++i) {
-      const double m = median(window_values(values, i - rw, i));
+      window_values(values, i - rw, i, window);
+      const double m = median_of(window, scratch.a);
       if (!std::isfinite(m)) continue;
       best = std::min(best, std::abs(m));
       if (best > 0 && std::abs(m) > p.divergence_factor * best) {
@@ -136,8 +257,10 @@ std::vector<ScalarAnomaly> find_scalar_anomalies(const std::string& name, const 
     // Stall: the first window that does not improve on the one before it.
     const size_t sw = p.stall_window;
     for (size_t i = 2 * sw; sw > 0 && i <= n; i += std::max<size_t>(1, sw / 4)) {
-      const double before = median(window_values(values, i - 2 * sw, i - sw));
-      const double after = median(window_values(values, i - sw, i));
+      window_values(values, i - 2 * sw, i - sw, window);
+      const double before = median_of(window, scratch.a);
+      window_values(values, i - sw, i, window);
+      const double after = median_of(window, scratch.a);
       if (!std::isfinite(before) || !std::isfinite(after)) continue;
       const bool flat = after > before - p.stall_min_decrease * std::abs(before) &&
                         after < before + p.stall_max_increase * std::abs(before);  // rising is divergence's case

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <numeric>
 
 namespace trainscope::analysis {
@@ -13,26 +14,35 @@ ptrdiff_t SummarySeries::index_at_or_before(int64_t step) const {
 
 SummaryTable SummaryTable::load(format::RunReader& reader, int64_t first_step, int64_t last_step) {
   SummaryTable table;
-  // Straight into the columns: a long run has millions of summaries, and no copy of them is kept on the way.
+  // Straight from the chunks' columns into the series: a long run has millions of summaries, and no copy of them
+  // is kept on the way (nor in the reader's cache).
   std::vector<int64_t> steps;
-  reader.for_each_summary(first_step, last_step,
-                          [&](int64_t step, uint32_t layer_id, format::Quantity quantity,
-                              const format::TensorSummary& summary, bool has_neuron_stats) {
-                            const auto key = std::make_pair(layer_id, int(quantity));
-                            auto it = table.index_.find(key);
-                            if (it == table.index_.end()) {
-                              it = table.index_.emplace(key, table.series_.size()).first;
-                              SummarySeries s;
-                              s.layer_id = layer_id;
-                              s.quantity = quantity;
-                              table.series_.push_back(std::move(s));
-                            }
-                            SummarySeries& s = table.series_[it->second];
-                            s.steps.push_back(step);
-                            s.values.push_back(summary);
-                            s.has_neuron_stats.push_back(has_neuron_stats);
-                            if (steps.empty() || steps.back() != step) steps.push_back(step);
-                          });
+  reader.for_each_summary_chunk(first_step, last_step, [&](const format::SummaryColumns& c) {
+    SummarySeries* s = nullptr;
+    for (size_t i = 0; i < c.size; ++i) {
+      const int64_t step = c.step[i];
+      if (step < first_step || step > last_step) continue;
+      const uint32_t layer_id = c.layer_id[i];
+      const format::Quantity quantity = c.quantity[i];
+      if (!s || s->layer_id != layer_id || s->quantity != quantity) {  // a chunk holds each series in one stretch
+        const auto key = std::make_pair(layer_id, int(quantity));
+        auto it = table.index_.find(key);
+        if (it == table.index_.end()) {
+          it = table.index_.emplace(key, table.series_.size()).first;
+          SummarySeries fresh;
+          fresh.layer_id = layer_id;
+          fresh.quantity = quantity;
+          table.series_.push_back(std::move(fresh));
+        }
+        s = &table.series_[it->second];
+      }
+      const format::TensorSummary v = c.summary(i);
+      s->steps.push_back(step);
+      s->values.push_back(v);
+      s->has_neuron_stats.push_back(c.has_neuron_stats[i] != 0);
+      if (steps.empty() || steps.back() != step) steps.push_back(step);
+    }
+  });
   for (SummarySeries& s : table.series_) {
     if (std::is_sorted(s.steps.begin(), s.steps.end())) continue;
     std::vector<size_t> order(s.steps.size());
@@ -56,14 +66,25 @@ SummaryTable SummaryTable::load(format::RunReader& reader, int64_t first_step, i
 
 SummaryTable SummaryTable::from_series(std::vector<SummarySeries> series) {
   SummaryTable table;
+  // Every step of every series, sorted and unique: merged series by series (most share their steps) instead of
+  // sorting them all together.
+  std::vector<int64_t> steps, merged, sorted;
   for (SummarySeries& s : series) {
     s.has_neuron_stats.resize(s.steps.size());
-    table.steps_.insert(table.steps_.end(), s.steps.begin(), s.steps.end());
+    const std::vector<int64_t>* own = &s.steps;
+    if (!std::is_sorted(s.steps.begin(), s.steps.end())) {
+      sorted = s.steps;
+      std::sort(sorted.begin(), sorted.end());
+      own = &sorted;
+    }
+    merged.clear();
+    std::set_union(steps.begin(), steps.end(), own->begin(), own->end(), std::back_inserter(merged));
+    steps.swap(merged);
     table.index_[{s.layer_id, int(s.quantity)}] = table.series_.size();
     table.series_.push_back(std::move(s));
   }
-  std::sort(table.steps_.begin(), table.steps_.end());
-  table.steps_.erase(std::unique(table.steps_.begin(), table.steps_.end()), table.steps_.end());
+  steps.erase(std::unique(steps.begin(), steps.end()), steps.end());
+  table.steps_ = std::move(steps);
   return table;
 }
 

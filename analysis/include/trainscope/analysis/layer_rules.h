@@ -6,6 +6,7 @@
 #include <trainscope/analysis/layer_graph.h>
 #include <trainscope/analysis/summary_table.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -66,5 +67,26 @@ LearningRate read_learning_rate(format::RunReader& reader, const std::string& na
 // (dead units, saturation).
 std::vector<RuleHit> evaluate_layer_rules(const LayerGraph& graph, const SummaryTable& table, format::RunReader* reader,
                                           const LearningRate& lr, const LayerRuleParams& params = {});
+
+// The same rules in one pass over a run's summary chunks (RunReader::for_each_summary_chunk), without a
+// SummaryTable of the whole run: the same hits, in the same order, as evaluate_layer_rules on the table of the
+// same records. That needs the chunks in increasing, non-overlapping step ranges, each sorted by (layer, quantity,
+// step), as the writer makes them; add() returns false at the first chunk that is not, and the stream is then of no
+// further use (build the table instead).
+class LayerRuleStream {
+ public:
+  LayerRuleStream(const LayerGraph& graph, LearningRate lr, const LayerRuleParams& params = {});
+  ~LayerRuleStream();
+  LayerRuleStream(const LayerRuleStream&) = delete;
+  LayerRuleStream& operator=(const LayerRuleStream&) = delete;
+
+  bool add(const format::SummaryColumns& chunk);
+  // After the last chunk; `reader` is for the rules that read per-neuron data (none when nullptr).
+  std::vector<RuleHit> finish(format::RunReader* reader);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace trainscope::analysis

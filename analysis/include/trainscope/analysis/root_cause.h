@@ -19,6 +19,7 @@
 #include <trainscope/analysis/layer_rules.h>
 #include <trainscope/analysis/summary_table.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -46,5 +47,27 @@ struct Suspect {
 std::vector<Suspect> rank_suspects(const LayerGraph& graph, const SummaryTable& table,
                                    const std::vector<RuleHit>& rule_hits, int64_t anomaly_step,
                                    const RootCauseParams& params = {});
+
+// The same ranking for several anomalies at once, in one pass over the run's summary chunks in step order
+// (RunReader::for_each_summary_chunk, chunks as LayerRuleStream accepts them), without a table of the whole run:
+// each series' departure is followed as its records in each anomaly's window stream by. suspects(k, hits) equals
+// rank_suspects(graph, table, hits, anomaly_steps[k], params) on the table of the same records. A stream fed only
+// the chunks around some anomalies (a second, shorter pass) takes the order of the run's series from `order_of`,
+// an earlier stream that saw every chunk.
+class DepartureStream {
+ public:
+  DepartureStream(const LayerGraph& graph, std::vector<int64_t> anomaly_steps, const RootCauseParams& params = {},
+                  const DepartureStream* order_of = nullptr);
+  ~DepartureStream();
+  DepartureStream(const DepartureStream&) = delete;
+  DepartureStream& operator=(const DepartureStream&) = delete;
+
+  void add(const format::SummaryColumns& chunk);
+  std::vector<Suspect> suspects(size_t anomaly, const std::vector<RuleHit>& rule_hits) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace trainscope::analysis

@@ -243,31 +243,67 @@ const std::vector<analysis::ScalarColumn>& LossView::reduce(const analysis::Scal
   return reduction.columns;
 }
 
-// A vertical stroke from min to max per column holding several points; a line from each column's last point to the
-// next column's first. Columns with no finite value leave a gap.
+// A 1-pixel series is drawn as one vertical span per pixel column, from its min to its max and on to halfway to each
+// neighbour's joining value: the pixels a polyline through the column's points would cover, as one rectangle fill
+// per column (a dense series over millions of steps costs what a thin one does). Lines bridge columns without points;
+// columns with no finite value leave a gap. Wider pens (the smoothed series) draw the polyline itself.
 void LossView::draw_series(QPainter& painter, const std::vector<analysis::ScalarColumn>& columns, const QRect& plot,
                            int axis, const QPen& pen) const {
+  struct Column {
+    int c;
+    double top, bottom, first, last;  // pixel y
+  };
+  std::vector<Column> shown;
+  shown.reserve(columns.size());
   QVector<QLineF> lines;
-  lines.reserve(2 * qsizetype(columns.size()));
-  bool have_prev = false;
-  QPointF prev;
+  QVector<QRect> spans;
+  const bool as_spans = pen.widthF() <= 1.0;
+  auto flush = [&](size_t from, size_t to) {  // one run of columns with finite values: shown[from, to)
+    for (size_t i = from; i < to; ++i) {
+      const Column& k = shown[i];
+      const double x = plot.left() + double(k.c) + 0.5;
+      const bool left = i > from && shown[i - 1].c + 1 == k.c, right = i + 1 < to && shown[i + 1].c == k.c + 1;
+      if (i + 1 < to && !right)
+        lines.append(QLineF(x, k.last, plot.left() + double(shown[i + 1].c) + 0.5, shown[i + 1].first));
+      if (!as_spans) {
+        if (right) lines.append(QLineF(x, k.last, x + 1, shown[i + 1].first));
+        if (k.bottom - k.top >= 1) lines.append(QLineF(x, k.top, x, k.bottom));
+        continue;
+      }
+      double lo = k.top, hi = k.bottom;
+      if (left) {
+        const double mid = 0.5 * (shown[i - 1].last + k.first);
+        lo = std::min(lo, mid), hi = std::max(hi, mid);
+      }
+      if (right) {
+        const double mid = 0.5 * (k.last + shown[i + 1].first);
+        lo = std::min(lo, mid), hi = std::max(hi, mid);
+      }
+      const int y0 = int(std::floor(lo)), y1 = int(std::floor(hi));
+      spans.append(QRect(plot.left() + k.c, y0, 1, y1 - y0 + 1));
+    }
+  };
+  size_t run = 0;
   for (size_t c = 0; c < columns.size(); ++c) {
     const auto& col = columns[c];
     if (col.empty) continue;
     if (!col.any_finite) {
-      have_prev = false;
+      flush(run, shown.size());
+      run = shown.size();
       continue;
     }
-    const double x = plot.left() + double(c) + 0.5;
-    const double top = y_for_value(col.max, plot, axis), bottom = y_for_value(col.min, plot, axis);
-    const QPointF first(x, y_for_value(col.first, plot, axis)), last(x, y_for_value(col.last, plot, axis));
-    if (have_prev) lines.append(QLineF(prev, first));
-    if (bottom - top >= 1) lines.append(QLineF(x, top, x, bottom));
-    prev = last;
-    have_prev = true;
+    shown.push_back({int(c), y_for_value(col.max, plot, axis), y_for_value(col.min, plot, axis),
+                     y_for_value(col.first, plot, axis), y_for_value(col.last, plot, axis)});
   }
+  flush(run, shown.size());
   painter.setPen(pen);
-  painter.drawLines(lines);
+  if (!lines.isEmpty()) painter.drawLines(lines);
+  if (!spans.isEmpty()) {
+    painter.setPen(Qt::NoPen);
+    painter.setBrush(pen.color());
+    painter.drawRects(spans);
+    painter.setBrush(Qt::NoBrush);
+  }
 }
 
 void LossView::render_view(QPainter& painter, const QSize& size) {

@@ -5,7 +5,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
-#include <deque>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <tuple>
@@ -65,33 +65,30 @@ class HitCollector {
   bool open_ = false;
 };
 
-// The last `capacity` gradient RMS values of a series, with the smallest finite one at hand: the exploding rule's
-// median is needed only when a value exceeds factor x that minimum, which in a healthy run it never does.
+// The last `capacity` gradient RMS values of a series, and a lower bound of their median at hand: the exploding
+// rule needs the median only when a value exceeds factor x that bound, which in a healthy run it never does. The
+// bound is the smallest finite value of the current and the previous block of `capacity` values, which hold the
+// window: a minimum over more than the window, never above the window's own.
 class RecentValues {
  public:
-  explicit RecentValues(size_t capacity) : capacity_(capacity), ring_(capacity), minima_(capacity) {}
+  explicit RecentValues(size_t capacity) : capacity_(capacity), ring_(capacity) {}
   size_t seen() const { return seen_; }
   void push(double v) {
-    if (capacity_ == 0) {
-      ++seen_;
-      return;
-    }
+    ++seen_;
+    if (capacity_ == 0) return;
     ring_[next_] = v;
     next_ = next_ + 1 == capacity_ ? 0 : next_ + 1;
-    // A sliding minimum: positions with increasing values, in a ring of at most `capacity` entries.
-    if (std::isfinite(v)) {
-      while (minima_size_ > 0 && minima_[slot(minima_size_ - 1)].second >= v) --minima_size_;
-      if (minima_size_ == capacity_) pop_front();  // full: its oldest entry leaves the window with this push
-      minima_[slot(minima_size_)] = {seen_, v};
-      ++minima_size_;
+    if (std::isfinite(v)) current_minimum_ = std::min(current_minimum_, v);
+    if (next_ == 0) {  // a block is full: it becomes the previous one
+      previous_minimum_ = current_minimum_;
+      current_minimum_ = kNone;
     }
-    ++seen_;
-    if (minima_size_ > 0 && seen_ > capacity_ && minima_[minima_front_].first < seen_ - capacity_) pop_front();
   }
-  // The smallest finite value among the recent ones; false when there is none.
-  bool finite_minimum(double* out) const {
-    if (minima_size_ == 0) return false;
-    *out = minima_[minima_front_].second;
+  // A value at or below every finite recent value; false when no value of the blocks is finite.
+  bool lower_bound(double* out) const {
+    const double m = std::min(previous_minimum_, current_minimum_);
+    if (m == kNone || capacity_ == 0) return false;
+    *out = m;
     return true;
   }
   // Median of the recent values (robust_stats' median: finite values only, NaN if none).
@@ -103,20 +100,11 @@ class RecentValues {
   }
 
  private:
-  size_t slot(size_t k) const {  // the ring index of the k-th entry from the front
-    const size_t i = minima_front_ + k;
-    return i >= capacity_ ? i - capacity_ : i;
-  }
-  void pop_front() {
-    minima_front_ = minima_front_ + 1 == capacity_ ? 0 : minima_front_ + 1;
-    --minima_size_;
-  }
-
+  static constexpr double kNone = std::numeric_limits<double>::infinity();
   size_t capacity_;
   std::vector<double> ring_;
   size_t next_ = 0, seen_ = 0;
-  std::vector<std::pair<size_t, double>> minima_;  // (position, value)
-  size_t minima_front_ = 0, minima_size_ = 0;
+  double current_minimum_ = kNone, previous_minimum_ = kNone;  // finite values only; kNone for none
 };
 
 // A series' records as the rules read them, field by field: a stretch of a summary chunk's columns, or of a
@@ -246,11 +234,12 @@ class SeriesRules {
     else
       vanishing_.miss();
     if (history_.seen() >= p_.exploding_min_history) {
-      // factor x a finite minimum of the window bounds factor x its median from below: at or under it, no hit.
-      double minimum = 0;
-      const bool any_finite = history_.finite_minimum(&minimum);
+      // factor x a lower bound of the median bounds factor x the median from below: at or under it, no hit. No
+      // finite value at all: no median either.
+      double bound = 0;
+      const bool any_finite = history_.lower_bound(&bound);
       const bool surely_not =
-          p_.exploding_gradient_factor >= 0 && (!any_finite || !(r > p_.exploding_gradient_factor * minimum));
+          p_.exploding_gradient_factor >= 0 && (!any_finite || !(r > p_.exploding_gradient_factor * bound));
       const double m = surely_not ? 0.0 : history_.median_of_recent();
       if (!surely_not && m > 0 && r > p_.exploding_gradient_factor * m)
         exploding_.hit(step, std::min(1.0, 0.5 + std::log10(r / m) / 10), [&] {

@@ -28,6 +28,19 @@ struct Candidate {
   double confidence = 0;
 };
 
+// log_magnitude() of a record's largest magnitude and of its RMS, computed at most once however many windows ask.
+struct RecordLogs {
+  const TensorSummary& v;
+  bool done = false;
+  double max_abs = 0, rms = 0;
+  void compute() {
+    if (done) return;
+    max_abs = log_magnitude(analysis::max_abs(v));
+    rms = log_magnitude(analysis::rms(v));
+    done = true;
+  }
+};
+
 // Has one series departed from its normal range in one anomaly's window? Fed the window's records in step order.
 // The series has departed at its first NaN/Inf; else, after a baseline of its first `baseline_points` records, from
 // the first step of the stretch reaching the window's end where the robust z-score stays at or above departure_z / 2,
@@ -36,7 +49,8 @@ class DepartureScan {
  public:
   explicit DepartureScan(const RootCauseParams& p) : p_(p) {}
 
-  void add(int64_t step, const TensorSummary& v) {
+  void add(int64_t step, RecordLogs& logs) {
+    const TensorSummary& v = logs.v;
     ++records_;
     last_step_ = step;
     if (non_finite_) return;
@@ -46,15 +60,24 @@ class DepartureScan {
       return;
     }
     if (past_baseline_ == 0 && magnitude_.size() < p_.baseline_points) {
-      magnitude_.push_back(log_magnitude(max_abs(v)));
-      spread_.push_back(log_magnitude(rms(v)));
+      logs.compute();
+      magnitude_.push_back(logs.max_abs);
+      spread_.push_back(logs.rms);
       return;
     }
     if (past_baseline_++ == 0) {
       magnitude_scale_ = robust_scale(magnitude_);
       spread_scale_ = robust_scale(spread_);
+      magnitude_range_ = normal_range(magnitude_scale_);
+      spread_range_ = normal_range(spread_scale_);
     }
-    const double z = z_of(v);
+    if (surely_normal(v)) {  // |z| < departure_z / 2 without a logarithm: back within range
+      departed_ = false;
+      peak_ = 0;
+      return;
+    }
+    logs.compute();
+    const double z = z_of(logs.max_abs, logs.rms);
     if (std::abs(z) < p_.departure_z / 2) {  // back within range: a departure has to start after this
       departed_ = false;
       peak_ = 0;
@@ -88,10 +111,24 @@ class DepartureScan {
   }
 
  private:
+  // The values (not their logarithms) whose robust z-score is surely below departure_z / 2: 10^(median -+ the
+  // threshold), narrowed by a relative 1e-9, far more than log10's and pow's rounding, so that a value inside gets
+  // |z| < departure_z / 2 from log10 as well. Empty when the threshold is not positive.
+  std::pair<double, double> normal_range(const RobustScale& scale) const {
+    const double t = p_.departure_z / 2 * std::max(scale.sigma, 0.05);
+    if (!(t > 0) || !std::isfinite(scale.median)) return {INFINITY, -INFINITY};
+    return {std::pow(10.0, scale.median - t) * (1 + 1e-9), std::pow(10.0, scale.median + t) * (1 - 1e-9)};
+  }
+  bool surely_normal(const TensorSummary& v) const {
+    const double m = std::abs(max_abs(v)) + 1e-30, r = std::abs(rms(v)) + 1e-30;  // log_magnitude's arguments
+    return m > magnitude_range_.first && m < magnitude_range_.second && r > spread_range_.first &&
+           r < spread_range_.second;
+  }
+
   // log10 values: a floor of 0.05 decades keeps a flat baseline from making noise look like a departure.
-  double z_of(const TensorSummary& v) const {
-    const double zm = (log_magnitude(max_abs(v)) - magnitude_scale_.median) / std::max(magnitude_scale_.sigma, 0.05);
-    const double zs = (log_magnitude(rms(v)) - spread_scale_.median) / std::max(spread_scale_.sigma, 0.05);
+  double z_of(double log_max_abs, double log_rms) const {
+    const double zm = (log_max_abs - magnitude_scale_.median) / std::max(magnitude_scale_.sigma, 0.05);
+    const double zs = (log_rms - spread_scale_.median) / std::max(spread_scale_.sigma, 0.05);
     return std::abs(zm) > std::abs(zs) ? zm : zs;
   }
 
@@ -102,6 +139,7 @@ class DepartureScan {
   std::pair<int64_t, TensorSummary> first_non_finite_;
   std::vector<double> magnitude_, spread_;
   RobustScale magnitude_scale_, spread_scale_;
+  std::pair<double, double> magnitude_range_, spread_range_;
   bool departed_ = false;
   int64_t start_step_ = 0;
   double start_z_ = 0, peak_ = 0;
@@ -122,7 +160,10 @@ std::optional<Candidate> departure(const SummarySeries& s, int64_t anomaly_step,
   const auto begin = size_t(std::lower_bound(s.steps.begin(), s.steps.end(), first) - s.steps.begin());
   const auto end = size_t(std::upper_bound(s.steps.begin(), s.steps.end(), last) - s.steps.begin());
   DepartureScan scan(p);
-  for (size_t i = begin; i < end; ++i) scan.add(s.steps[i], s.values[i]);
+  for (size_t i = begin; i < end; ++i) {
+    RecordLogs logs{s.values[i]};
+    scan.add(s.steps[i], logs);
+  }
   return scan.result(s.layer_id, s.quantity);
 }
 
@@ -224,11 +265,14 @@ void DepartureStream::add(const format::SummaryColumns& c) {
     if ((same_series && m.active.empty()) || c.layer_id[i] >= m.graph.size()) continue;
     const size_t slot = size_t(c.layer_id[i]) * format::kQuantityCount + size_t(c.quantity[i]);
     if (m.position[slot] < 0) m.position[slot] = m.next_position++;
+    std::optional<TensorSummary> v;  // read at the first window that takes the record
+    std::optional<RecordLogs> logs;
     for (size_t k : m.active) {
       if (c.step[i] < m.windows[k].first || c.step[i] > m.windows[k].second) continue;
+      if (!v) logs.emplace(RecordLogs{v.emplace(c.summary(i))});
       auto& scan = m.scans[slot * anomalies + k];
       if (!scan) scan = std::make_unique<DepartureScan>(m.params);
-      scan->add(c.step[i], c.summary(i));
+      scan->add(c.step[i], *logs);
     }
   }
 }

@@ -110,7 +110,9 @@ class WireReader {
     }
     while (p < end) {
       uint64_t v = *p++;
-      if (v & 0x80) {
+      if ((v & 0x80) && !(*p & 0x80)) {  // two bytes: layer ids and steps mostly
+        v = (v & 0x7F) | uint64_t(*p++) << 7;
+      } else if (v & 0x80) {
         v &= 0x7F;
         for (unsigned shift = 7;; shift += 7) {
           if (shift >= 70) packed.fail();  // more than ten bytes

@@ -97,6 +97,13 @@ void exercise(fmt::RunReader& reader) {
   (void)reader.verify();
   (void)fmt::describe_run(reader);
   (void)reader.read_scalars();
+  // The one-pass, uncached read of the summaries (before read_all_summaries caches them), every column touched.
+  volatile double touched = 0;
+  reader.for_each_summary_chunk(INT64_MIN, INT64_MAX, [&](const fmt::SummaryColumns& c) {
+    for (size_t i = 0; i < c.size; ++i)
+      touched = touched + c.summary(i).numel + double(c.layer_id[i]) + double(c.quantity[i]) + double(c.step[i]) +
+                c.has_neuron_stats[i];
+  });
   (void)reader.read_all_summaries();
   const std::vector<int64_t> steps = reader.snapshot_steps();
   for (size_t i = 0; i < steps.size() && i < 4; ++i) {

@@ -195,10 +195,13 @@ std::vector<ScalarAnomaly> find_scalar_anomalies(const std::string& name, const 
     // The robust z of the medians decides whether there is a shift; the difference of the means, which keeps
     // growing until the windows split exactly at the change, decides where it is.
     std::vector<double> z(n, 0.0), contrast(n, 0.0);
-    const auto mean = [](const std::vector<double>& v) {
+    // The mean of the finite values of [from, to), summed in order.
+    const auto mean = [&](size_t from, size_t to) {
       double sum = 0;
-      for (double x : v) sum += x;
-      return v.empty() ? 0.0 : sum / double(v.size());
+      size_t count = 0;
+      for (size_t k = from; k < to; ++k)
+        if (std::isfinite(values[k])) sum += values[k], ++count;
+      return count == 0 ? 0.0 : sum / double(count);
     };
     std::vector<double> before, after;
     SortedWindow sorted_before, sorted_after;  // the finite values of [i - w, i) and [i, i + w)
@@ -215,14 +218,19 @@ std::vector<ScalarAnomaly> find_scalar_anomalies(const std::string& name, const 
         if (std::isfinite(values[i - 1])) sorted_before.insert(values[i - 1]), sorted_after.erase(values[i - 1]);
         if (std::isfinite(values[i + w - 1])) sorted_after.insert(values[i + w - 1]);
       }
-      window_values(values, i - w, i, before);
-      window_values(values, i, i + w, after);
-      if (before.size() < w / 2 || after.size() < w / 2) continue;
-      const bool exact = sorted_before.exact() && sorted_after.exact();
-      const RobustScale scale = exact ? sorted_before.robust_scale() : robust_scale_of(before, scratch);
-      z[i] = robust_z(exact ? sorted_after.median() : median_of(after, scratch.c), scale);
+      if (sorted_before.size() < w / 2 || sorted_after.size() < w / 2) continue;
+      RobustScale scale;
+      if (sorted_before.exact() && sorted_after.exact()) {
+        scale = sorted_before.robust_scale();
+        z[i] = robust_z(sorted_after.median(), scale);
+      } else {
+        window_values(values, i - w, i, before);
+        window_values(values, i, i + w, after);
+        scale = robust_scale_of(before, scratch);
+        z[i] = robust_z(median_of(after, scratch.c), scale);
+      }
       if (loss && z[i] < 0) z[i] = 0;  // a loss that drops is training working
-      contrast[i] = std::abs(mean(after) - mean(before));
+      contrast[i] = std::abs(mean(i, i + w) - mean(i - w, i));
     }
     for (size_t i = w; i + w <= n; ++i) {
       if (std::abs(z[i]) <= p.shift_z) continue;
@@ -242,9 +250,21 @@ std::vector<ScalarAnomaly> find_scalar_anomalies(const std::string& name, const 
     // Divergence: running median rises far above its best.
     const size_t rw = std::max<size_t>(p.divergence_window, 1);
     double best = INFINITY;
+    SortedWindow running;  // the finite values of [i - rw, i)
+    for (size_t k = 0; k < std::min(rw, n); ++k)
+      if (std::isfinite(values[k])) running.insert(values[k]);
     for (size_t i = rw; i <= n; ++i) {
-      window_values(values, i - rw, i, window);
-      const double m = median_of(window, scratch.a);
+      if (i > rw) {
+        if (std::isfinite(values[i - rw - 1])) running.erase(values[i - rw - 1]);
+        if (std::isfinite(values[i - 1])) running.insert(values[i - 1]);
+      }
+      double m;
+      if (running.exact()) {
+        m = running.median();
+      } else {
+        window_values(values, i - rw, i, window);
+        m = median_of(window, scratch.a);
+      }
       if (!std::isfinite(m)) continue;
       best = std::min(best, std::abs(m));
       if (best > 0 && std::abs(m) > p.divergence_factor * best) {

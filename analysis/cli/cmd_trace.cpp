@@ -123,6 +123,13 @@ void write_trace_json(analysis::JsonWriter& j, const analysis::CreditTrace& t, c
   j.end_object();
 }
 
+// Four significant digits in the text output (the JSON has every digit).
+std::string brief(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g", v);
+  return buf;
+}
+
 void print_trace(const analysis::CreditTrace& t, const analysis::LayerGraph& g) {
   std::printf("%s credit of %s neuron %u at step %lld\n",
               t.direction == analysis::CreditDirection::Forward ? "Forward" : "Backward", g.name(t.layer).c_str(),
@@ -137,17 +144,16 @@ void print_trace(const analysis::CreditTrace& t, const analysis::LayerGraph& g) 
     if (!hop.approximation.empty()) std::printf("    approximate: %s\n", hop.approximation.c_str());
     for (const auto& c : hop.checks) {
       if (c.recorded)
-        std::printf("    check neuron %u: sum %s + bias %s = %s, recorded %s\n", c.neuron, format_double(c.sum).c_str(),
-                    format_double(c.bias).c_str(), format_double(c.sum + c.bias).c_str(),
-                    format_double(*c.recorded).c_str());
+        std::printf("    check neuron %u: sum %s + bias %s = %s, recorded %s\n", c.neuron, brief(c.sum).c_str(),
+                    brief(c.bias).c_str(), brief(c.sum + c.bias).c_str(), brief(*c.recorded).c_str());
       else
         std::printf("    check neuron %u: sum %s + bias %s (no recorded value to compare)\n", c.neuron,
-                    format_double(c.sum).c_str(), format_double(c.bias).c_str());
+                    brief(c.sum).c_str(), brief(c.bias).c_str());
       if (h > 0 || hop.checks.size() > 3) break;  // one line is enough past the first hop
     }
     for (const auto& n : hop.neurons)
       std::printf("    %-24s neuron %-6u contribution %-14s share %+.3f\n", g.name(n.layer).c_str(), n.neuron,
-                  format_double(n.contribution).c_str(), n.share);
+                  brief(n.contribution).c_str(), n.share);
   }
   for (const auto& m : t.messages) std::printf("  stop: %s\n", m.c_str());
   if (t.input_region) {

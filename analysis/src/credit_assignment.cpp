@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <limits>
@@ -84,9 +85,24 @@ const format::ParameterInfo* parameter(const format::Layer& l, std::string_view 
   return nullptr;
 }
 
+// A user-defined leaf module with an [out, in] "weight" (and perhaps a "bias" of out) most likely starts with that
+// linear map: it is traced as one, and the completeness check against its recorded output tells whether that is
+// all it does (the hop says so when it is not).
+bool is_linear_like(const format::Layer& l) {
+  static const std::set<std::string> other_kinds = {"Embedding", "EmbeddingBag", "Bilinear",           "LayerNorm",
+                                                    "GroupNorm", "PReLU",        "MultiheadAttention", "Transformer"};
+  if (!l.is_leaf || other_kinds.count(l.kind) || is_pass_through_kind(l.kind) || starts_with(l.kind, "Conv"))
+    return false;
+  const auto* w = parameter(l, "weight");
+  if (!w || w->shape.size() != 2 || (l.neuron_count && uint64_t(w->shape[0]) != l.neuron_count)) return false;
+  const auto* b = parameter(l, "bias");
+  return !b || (b->shape.size() == 1 && b->shape[0] == w->shape[0]);
+}
+
 LayerRole role_of(const format::Layer& l) {
   const auto* w = parameter(l, "weight");
   if (l.kind == "Linear" && w && w->shape.size() == 2) return LayerRole::Linear;
+  if (is_linear_like(l)) return LayerRole::Linear;
   if (l.kind == "Conv2d" && w && w->shape.size() == 4) return LayerRole::Conv2d;
   if (l.kind == "Flatten") return LayerRole::Flatten;
   if (is_pass_through_kind(l.kind)) return LayerRole::PassThrough;
@@ -156,6 +172,13 @@ std::optional<std::pair<Axis, Axis>> recorded_axes(const format::Layer& l) {
   return std::make_pair(y, x);
 }
 
+// Four significant digits: for messages a person reads.
+std::string short_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g", v);
+  return buf;
+}
+
 std::string join_names(const LayerGraph& g, const std::vector<uint32_t>& ids) {
   std::string s;
   for (uint32_t id : ids) s += (s.empty() ? "" : ", ") + g.name(id);
@@ -172,6 +195,7 @@ struct CreditAssignment::Impl {
   std::map<int64_t, std::shared_ptr<const format::Snapshot>> snapshots;
   std::map<std::tuple<uint32_t, int>, std::vector<int64_t>> steps_cache;
   std::map<uint32_t, std::pair<Axis, Axis>> verified_geometry;  // conv layers whose geometry reproduced the data
+  std::map<std::pair<uint32_t, int64_t>, std::shared_ptr<const FullTensor>> weight_blocks;
 
   Impl(format::RunReader& r, const LayerGraph& g) : reader(r), graph(g) {}
 
@@ -220,7 +244,54 @@ struct CreditAssignment::Impl {
           (std::llabs(s - step) == std::llabs(best - step) && s < best))
         best = s;
     *used_step = best;
-    return tensor(layer, Quantity::Weight, best, false);
+    auto t = tensor(layer, Quantity::Weight, best, false);
+    const format::ParameterInfo* w = parameter(graph.layer(layer), "weight");
+    if (!t || !w || t->shape == w->shape) return t;
+    return weight_block(layer, best, *t, *w);
+  }
+
+  // The recorder stores a module's non-bias parameters side by side, in their order, as one [rows, columns] matrix
+  // (or one row when their row counts differ): a user module's [out, in] "weight" next to, say, a scalar temperature.
+  // Cut the weight out of it.
+  std::shared_ptr<const FullTensor> weight_block(uint32_t layer, int64_t step, const FullTensor& all,
+                                                 const format::ParameterInfo& w) {
+    const auto key = std::make_pair(layer, step);
+    if (auto it = weight_blocks.find(key); it != weight_blocks.end()) return it->second;
+    std::vector<const format::ParameterInfo*> parts;
+    for (const auto& p : graph.layer(layer).parameters)
+      if (!starts_with(p.name, "bias")) parts.push_back(&p);
+    auto rows_of = [](const format::ParameterInfo& p) { return p.shape.empty() ? int64_t(1) : p.shape.front(); };
+    bool same_rows = true;
+    int64_t columns = 0, offset = -1;
+    for (const auto* p : parts) {
+      same_rows = same_rows && rows_of(*p) == rows_of(*parts.front());
+      if (p == &w) offset = columns;
+      columns += product(p->shape) / std::max<int64_t>(rows_of(*p), 1);
+    }
+    std::shared_ptr<const FullTensor> out;
+    if (offset >= 0 && w.shape.size() == 2 && all.shape.size() == 2) {
+      auto block = std::make_shared<FullTensor>(all);
+      block->shape = w.shape;
+      block->values.assign(size_t(product(w.shape)), 0.f);
+      const int64_t out_n = w.shape[0], in_n = w.shape[1];
+      if (same_rows && all.shape[0] == out_n && all.shape[1] == columns) {
+        for (int64_t i = 0; i < out_n; ++i)
+          std::copy_n(all.values.begin() + long(i * columns + offset), in_n, block->values.begin() + long(i * in_n));
+        out = block;
+      } else if (!same_rows && all.shape[0] == 1) {
+        int64_t flat = 0;
+        for (const auto* p : parts) {
+          if (p == &w) break;
+          flat += product(p->shape);
+        }
+        if (flat + out_n * in_n <= all.shape[1]) {
+          std::copy_n(all.values.begin() + long(flat), out_n * in_n, block->values.begin());
+          out = block;
+        }
+      }
+    }
+    weight_blocks[key] = out;
+    return out;
   }
 
   // Bias of every neuron: the full tensor at the weights' step, else the per-neuron mean (a bias is one number per
@@ -723,6 +794,28 @@ struct CreditAssignment::Impl {
         if (norm > 0) agg_share[j] += targets[t].share * c[j] / norm;
       }
     }
+    // Forward into a linear layer the parts must add up to its recorded output; where they do not, the layer does
+    // more than Σ w·a + b (a user module's own arithmetic, or a non-finite value made inside it): say so.
+    if (dir == CreditDirection::Forward && role == LayerRole::Linear) {
+      if (L.kind != "Linear")
+        approx.push_back(graph.name(wl) + " (" + L.kind + ") is traced as the linear map of its [" +
+                         std::to_string(ws[0]) + ", " + std::to_string(ws[1]) + "] weight");
+      for (size_t t = 0; t < h.checks.size(); ++t) {
+        const CreditCheck& chk = h.checks[t];
+        if (!chk.recorded) continue;
+        double magnitude = std::abs(chk.bias) + std::abs(*chk.recorded);
+        for (double v : res.per_target[t]) magnitude += std::abs(v);
+        const bool finite = std::isfinite(chk.sum + chk.bias);
+        if (finite && std::isfinite(*chk.recorded) && std::abs(chk.residual()) <= 1e-3 * magnitude + 1e-9) continue;
+        approx.push_back("its recorded output differs from Σ w·a + b (neuron " + std::to_string(chk.neuron) + ": " +
+                         short_number(*chk.recorded) + " recorded, " + short_number(chk.sum + chk.bias) +
+                         " from its input)" +
+                         (finite && !std::isfinite(*chk.recorded)
+                              ? ": the non-finite value is made inside " + graph.name(wl) + ", not by its input"
+                              : ": " + graph.name(wl) + " is not just w·a + b here"));
+        break;
+      }
+    }
     h.source_neurons = n_src;
     std::vector<uint32_t> order(n_src);
     std::iota(order.begin(), order.end(), 0u);
@@ -793,6 +886,7 @@ void CreditAssignment::clear_cache() {
   impl_->reduced.clear();
   impl_->snapshots.clear();
   impl_->steps_cache.clear();
+  impl_->weight_blocks.clear();
 }
 
 HopContributions CreditAssignment::contributions(int64_t step, uint32_t layer, uint32_t neuron,

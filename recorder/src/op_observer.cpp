@@ -275,11 +275,15 @@ void OpObserver::take_activation(uint32_t layer, const torch::Tensor& out, bool 
   const double count = neurons ? double(out.numel()) / double(neurons) : 0;
   if (replaces_previous && !cap.activation.empty()) cap.activation.back().live = false;
   const size_t call = cap.activation.size();
+  // The full tensors are of the module's first call as it ends: the last op continuing it (x W, then + b, then a
+  // user module's own arithmetic), the same output its statistics describe.
+  const bool first_call = call == 0 || (replaces_previous && cap.full_call + 1 == call);
+  if (first_call) cap.full_call = call;
   ActivationCall taken;
   if (options_.activations) taken.stats = compute_neuron_stats(out, dim);
   taken.stats.count = count;
   cap.activation.push_back(std::move(taken));
-  if (options_.full_activations && !cap.full_activation.defined())
+  if (options_.full_activations && first_call)
     cap.full_activation = out.detach().to(torch::kCPU, torch::kFloat, /*non_blocking=*/false, /*copy=*/true);
   if ((options_.activation_grads || options_.full_activation_grads) && out.requires_grad()) {
     lock.unlock();
@@ -301,7 +305,7 @@ void OpObserver::take_activation(uint32_t layer, const torch::Tensor& out, bool 
         if (buffers->generation != generation) return;
         LayerCapture& c = buffers->layers[layer];
         if (buffers->want_grad) c.activation_grad.emplace_back(call, std::move(stats));
-        if (buffers->want_full_grad && !c.full_activation_grad.defined() && call == 0)
+        if (buffers->want_full_grad && !c.full_activation_grad.defined() && call == c.full_call)
           c.full_activation_grad = grad.detach().to(torch::kCPU, torch::kFloat, false, true);
       } catch (...) {
         // Never disturb the user's backward pass.

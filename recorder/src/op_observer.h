@@ -47,6 +47,7 @@ struct LayerCapture {
   std::vector<ActivationCall> activation;
   std::vector<std::pair<size_t, CallStats>> activation_grad;  // (call index, statistics)
   torch::Tensor full_activation, full_activation_grad;        // first call, on the host, when asked for
+  size_t full_call = 0;                                       // the op (index into activation) they are of
   std::vector<int64_t> output_shape;                          // without the batch dimension
   int order = -1;                                             // forward order within the step
 };

@@ -406,6 +406,95 @@ TEST(CreditAssignment, InputRegionFollowsTheRecordedStridesAndPaddings) {
     }
 }
 
+// A user-defined head like the VAE example's: an [out, in] weight, a bias and a scalar parameter beside them. It is
+// traced as its linear map (the scalar is cut out of the recorded weight matrix); when it makes a NaN/Inf itself,
+// the hop says that its input did not.
+struct ScaledHeadImpl : torch::nn::Module {
+  ScaledHeadImpl(int in, int out)
+      : weight(register_parameter("weight", torch::randn({out, in}) * 0.3)),
+        bias(register_parameter("bias", torch::randn({out}) * 0.1)),
+        scale(register_parameter("scale", torch::ones({1}))) {}
+  torch::Tensor forward(const torch::Tensor& x) {
+    torch::Tensor z = torch::linear(x, weight, bias);
+    if (unstable) z = -torch::log(1 + torch::exp(-z * 400.0)) / 400.0;  // a soft min(z, 0) whose exp overflows
+    return z * scale;
+  }
+  torch::Tensor weight, bias, scale;
+  bool unstable = false;
+};
+TORCH_MODULE(ScaledHead);
+
+struct HeadNetImpl : torch::nn::Module {
+  HeadNetImpl()
+      : fc(register_module("fc", torch::nn::Linear(5, 7))),
+        act(register_module("act", torch::nn::ReLU())),
+        head(register_module("head", ScaledHead(7, 3))) {}
+  torch::Tensor forward(const torch::Tensor& x) {
+    a = act(fc(x));
+    return head(a);
+  }
+  torch::nn::Linear fc;
+  torch::nn::ReLU act;
+  ScaledHead head;
+  torch::Tensor a;
+};
+TORCH_MODULE(HeadNet);
+
+TEST(CreditAssignment, UserModuleWithAWeightIsTracedAsItsLinearMap) {
+  for (const bool overflow : {false, true}) {
+    TempDir tmp;
+    torch::manual_seed(5);
+    HeadNet model;
+    if (overflow) {
+      torch::NoGradGuard no_grad;
+      model->head->unstable = true;
+      model->head->bias[1].fill_(-10.0);  // unit 1's exp overflows: -Inf
+    }
+    const torch::Tensor x = torch::randn({6, 5});
+    torch::Tensor a, w, b, out;
+    {
+      trainscope::Recorder rec(model, tmp.path, full_options(trainscope::kAllQuantities));
+      out = model->forward(x);
+      auto loss = out.isfinite().all().item<bool>() ? out.pow(2).mean() : out.sum() * 0;
+      loss.backward();
+      a = model->a.detach().clone();
+      w = model->head->weight.detach().clone();
+      b = model->head->bias.detach().clone();
+      rec.step(loss);
+    }
+    RunReader reader(tmp.path);
+    CreditAssignment credit(reader);
+    const uint32_t head = id_of(credit, "head");
+    for (uint32_t i = 0; i < 3; ++i) {
+      auto f = credit.contributions(0, head, i, CreditDirection::Forward);
+      ASSERT_TRUE(f.ok) << f.message;
+      EXPECT_EQ(credit.graph().name(f.hop.source_layer), "act");
+      EXPECT_NE(f.hop.approximation.find("head (ScaledHead) is traced as the linear map of its [3, 7] weight"),
+                std::string::npos)
+          << f.hop.approximation;
+      ASSERT_EQ(f.values.size(), 7u);
+      for (int64_t j = 0; j < 7; ++j) {
+        const double expected = (w[i][j] * a.select(1, j)).mean().item<double>();
+        EXPECT_NEAR(f.values[size_t(j)], expected, tol(expected)) << "head " << i << " from act " << j;
+      }
+      EXPECT_NEAR(f.hop.checks[0].bias, b[i].item<double>(), 1e-6);
+      const bool broken = !out.select(1, i).isfinite().all().item<bool>();
+      if (overflow && i == 1) {
+        EXPECT_TRUE(broken);
+      }
+      EXPECT_EQ(
+          f.hop.approximation.find("the non-finite value is made inside head, not by its input") != std::string::npos,
+          broken)
+          << f.hop.approximation;
+      if (!overflow) {
+        EXPECT_EQ(f.hop.approximation.find("differs"), std::string::npos) << f.hop.approximation;
+        ASSERT_TRUE(f.hop.checks[0].recorded.has_value());
+        EXPECT_NEAR(f.hop.checks[0].sum + f.hop.checks[0].bias, *f.hop.checks[0].recorded, 1e-4);
+      }
+    }
+  }
+}
+
 // A failing model: two neurons of fc1 are made to produce huge values; the trace from the exploding output
 // neuron must lead back to them.
 TEST(CreditAssignment, TraceFromExplodingNeuronFindsInjectedNeurons) {

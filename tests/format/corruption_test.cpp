@@ -173,7 +173,8 @@ TEST(Corruption, EveryByteFlippedNeverCrashes) {
 TEST(Corruption, NewerMajorVersionIsRefusedClearly) {
   Fixture f(3);
   auto newer = f.bytes;
-  newer[8] = 2;  // major version 2
+  newer[8] = 2;  // version 2.0
+  newer[10] = 0;
   const uint32_t crc = crc32c(newer.data(), 28);
   std::memcpy(&newer[28], &crc, 4);
   write_file(f.segment, newer);

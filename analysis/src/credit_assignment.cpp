@@ -202,9 +202,7 @@ struct CreditAssignment::Impl {
   std::shared_ptr<const FullTensor> tensor(uint32_t layer, Quantity q, int64_t step, bool probe) {
     const auto key = std::make_tuple(layer, int(q), step, probe);
     if (auto it = tensors.find(key); it != tensors.end()) return it->second;
-    std::shared_ptr<const FullTensor> t;
-    if (auto ft = reader.read_full_tensor(layer, q, step, probe))
-      t = std::make_shared<const FullTensor>(std::move(*ft));
+    std::shared_ptr<const FullTensor> t = reader.full_tensor(layer, q, step, probe);  // shared, not copied
     tensors[key] = t;
     return t;
   }

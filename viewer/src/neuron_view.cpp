@@ -147,7 +147,7 @@ void NeuronView::load() {
             int64_t best = steps.front();
             for (int64_t s : steps)
               if (std::abs(s - focus) < std::abs(best - focus)) best = s;
-            auto tensor = reader.read_full_tensor(uint32_t(layer), format::Quantity::Activation, best, true);
+            auto tensor = reader.full_tensor(uint32_t(layer), format::Quantity::Activation, best, true);
             if (tensor && tensor->shape.size() == 4) {
               out->map_step = best;
               out->channels = int(tensor->shape[1]);

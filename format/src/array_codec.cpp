@@ -1,6 +1,7 @@
 #include "array_codec.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -263,6 +264,123 @@ void xor_previous_rows(uint8_t* bytes, size_t total, size_t row_bytes) {
   for (; i < total; ++i) bytes[i] ^= bytes[i - row_bytes];
 }
 
+// DELTA_SPLIT: each element's residual is the zigzagged int32 difference of its bits and its base's bits, small when
+// the value moved little. A step of a given size is more ulps of a smaller number, so the residual's expected length
+// grows as the base's exponent shrinks: each residual is cut k = split - exponent(base) bits from the bottom
+// (clamped to 0..24; 0 for a zero or subnormal base). The k low bits, close to random, go to a packed bit stream; the
+// high part, a few small numbers that zstd's entropy coder squeezes, to a byte stream, where 255 says that the
+// residual follows whole in the escape stream (an element that changed sign or moved far).
+constexpr uint32_t kSplitMaxLowBits = 24;
+// The element loops shift by a different amount per element and vectorise their independent passes: they are
+// compiled a second time for AVX2 and BMI2 (one micro-op per variable shift instead of three), chosen at run time.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define TRAINSCOPE_AVX2_BMI2 1
+#define TRAINSCOPE_INLINE_BODY inline __attribute__((always_inline))
+bool has_avx2_bmi2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi2");
+  return has;
+}
+#else
+#define TRAINSCOPE_INLINE_BODY inline
+#endif
+constexpr uint32_t kSplitEscape = 255;
+
+uint32_t zigzag(uint32_t delta) {
+  return (delta << 1) ^ uint32_t(int32_t(delta) >> 31);
+}
+uint32_t unzigzag(uint32_t z) {
+  return (z >> 1) ^ (0u - (z & 1));
+}
+uint32_t split_low_bits(uint32_t split, uint32_t base_bits) {
+  const uint32_t exponent = (base_bits >> 23) & 0xFF;
+  const int k = std::clamp(int(split) - int(exponent), 0, int(kSplitMaxLowBits));
+  return exponent == 0 ? 0 : uint32_t(k);
+}
+// split_low_bits() for each exponent of the base: one load in the element loops instead of a clamp and a branch.
+struct LowBitsTable {
+  uint8_t bits[256];
+  explicit LowBitsTable(uint32_t split) {
+    for (uint32_t e = 0; e < 256; ++e) bits[e] = uint8_t(split_low_bits(split, e << 23));
+  }
+  uint32_t operator()(uint32_t base_bits) const { return bits[(base_bits >> 23) & 0xFF]; }
+};
+
+// Entropy in bits per symbol of a histogram of `total` symbols.
+double entropy_bits(const uint32_t* histogram, size_t symbols, size_t total) {
+  double bits = 0;
+  for (size_t s = 0; s < symbols; ++s)
+    if (histogram[s]) bits -= double(histogram[s]) * std::log2(double(histogram[s]) / double(total));
+  return total ? bits / double(total) : 0;
+}
+
+// Layout: split (1 byte), high parts (count bytes), low bits (LSB first, padded to a byte), escapes (4 bytes each).
+TRAINSCOPE_INLINE_BODY void decode_delta_split_body(const PackedArrayView& a, const uint8_t* base, uint8_t* dst) {
+  const size_t count = a.count();
+  if (a.size < 1 + count) throw FormatError("DELTA_SPLIT array of " + std::to_string(count) + " elements is too short");
+  const uint32_t split = a.data[0];
+  const uint8_t* high = a.data + 1;
+  const size_t escapes = size_t(std::count(high, high + count, uint8_t(kSplitEscape)));
+  if ((a.size - 1 - count) / 4 < escapes)
+    throw FormatError("DELTA_SPLIT array lacks " + std::to_string(escapes) + " escaped residuals");
+  const uint8_t* low = high + count;
+  const size_t low_bytes = a.size - 1 - count - 4 * escapes;
+  const uint8_t* escaped = low + low_bytes;
+  // Blocks in three passes: the cuts (vectorised), the low bits two elements per step (at most 48 bits, inside one
+  // 8-byte window), the values (vectorised); escaped elements are put right afterwards.
+  constexpr size_t kBlock = 256;
+  uint32_t cuts[kBlock + 1], low_values[kBlock + 1];
+  uint64_t position = 0;  // in bits
+  for (size_t start = 0; start < count; start += kBlock) {
+    const size_t n = std::min(kBlock, count - start);
+    const uint8_t* h = high + start;
+    const uint8_t* b = base + 4 * start;
+    const bool escapes_here = std::memchr(h, int(kSplitEscape), n) != nullptr;
+    for (size_t j = 0; j < n; ++j) cuts[j] = h[j] == kSplitEscape ? 0 : split_low_bits(split, load32(b + 4 * j));
+    cuts[n] = 0;
+    // Each pair moves at most 6 bytes on: when the block's every window lies inside the low bits, no bounds checks.
+    const bool inside = (position >> 3) + 3 * n + 8 <= low_bytes;
+    for (size_t j = 0; j < n; j += 2) {
+      const size_t byte = size_t(position >> 3);
+      uint64_t window = 0;
+      if (inside || byte + 8 <= low_bytes)
+        window = load64(low + byte);
+      else
+        for (size_t q = byte; q < low_bytes; ++q) window |= uint64_t(low[q]) << (8 * (q - byte));
+      window >>= position & 7;
+      const uint32_t k0 = cuts[j], k1 = cuts[j + 1];
+      low_values[j] = uint32_t(window) & ((1u << k0) - 1);
+      low_values[j + 1] = uint32_t(window >> k0) & ((1u << k1) - 1);
+      position += k0 + k1;
+    }
+    uint8_t* out = dst + 4 * start;
+    for (size_t j = 0; j < n; ++j)
+      store32(out + 4 * j, load32(b + 4 * j) + unzigzag(uint32_t(h[j]) << cuts[j] | low_values[j]));
+    if (escapes_here)
+      for (size_t j = 0; j < n; ++j)
+        if (h[j] == kSplitEscape) {
+          store32(out + 4 * j, load32(b + 4 * j) + unzigzag(load32(escaped)));
+          escaped += 4;
+        }
+  }
+  if ((position + 7) / 8 != low_bytes)
+    throw FormatError("DELTA_SPLIT array holds " + std::to_string(low_bytes) +
+                      " bytes of low bits, its residuals need " + std::to_string((position + 7) / 8));
+}
+
+#ifdef TRAINSCOPE_AVX2_BMI2
+__attribute__((target("avx2,bmi2"))) void decode_delta_split_avx2(const PackedArrayView& a, const uint8_t* base,
+                                                                  uint8_t* dst) {
+  decode_delta_split_body(a, base, dst);
+}
+#endif
+
+void decode_delta_split(const PackedArrayView& a, const uint8_t* base, uint8_t* dst) {
+#ifdef TRAINSCOPE_AVX2_BMI2
+  if (has_avx2_bmi2()) return decode_delta_split_avx2(a, base, dst);
+#endif
+  decode_delta_split_body(a, base, dst);
+}
+
 // Bytes per element of an ElementType, 0 for one this reader does not know.
 size_t element_width(int32_t type) {
   switch (type) {
@@ -275,20 +393,30 @@ size_t element_width(int32_t type) {
 }
 
 void check_array(const PackedArrayView& a, size_t width) {
+  if (a.filter == proto::DELTA_SPLIT) {  // at least one byte per element: the high parts
+    if (a.size <= a.count() || width != 4)
+      throw FormatError("DELTA_SPLIT array of " + std::to_string(a.rows) + "x" + std::to_string(a.columns) + " " +
+                        std::to_string(width * 8) + "-bit elements holds " + std::to_string(a.size) + " bytes");
+    return;
+  }
   // Division, not multiplication: rows x columns x width may not fit in 64 bits for a forged array.
   if (a.size % width != 0 || a.size / width != a.count())
     throw FormatError("array of " + std::to_string(a.rows) + "x" + std::to_string(a.columns) + " elements holds " +
                       std::to_string(a.size) + " bytes");
   if (a.filter != proto::NONE && a.filter != proto::SHUFFLE && a.filter != proto::XOR_PREVIOUS_SHUFFLE &&
-      a.filter != proto::XOR_BASE_SHUFFLE)
+      a.filter != proto::XOR_BASE_SHUFFLE && a.filter != proto::DELTA_SPLIT)
     throw FormatError("unknown array filter " + std::to_string(a.filter));
 }
 
 // Reverses the filter into count() elements of `width` bytes at `dst`, the element bits unchanged. `base` (same
 // width and count) is XORed in for XOR_BASE_SHUFFLE; `has_base` says the caller gave one.
 void decode_elements(const PackedArrayView& a, size_t width, bool has_base, const uint8_t* base, uint8_t* dst) {
-  if (a.filter == proto::XOR_BASE_SHUFFLE && !has_base)
-    throw FormatError("array XORed against a base that is missing or differs in size");
+  if ((a.filter == proto::XOR_BASE_SHUFFLE || a.filter == proto::DELTA_SPLIT) && !has_base)
+    throw FormatError("array coded against a base that is missing or differs in size");
+  if (a.filter == proto::DELTA_SPLIT) {
+    if (width != 4) throw FormatError("DELTA_SPLIT array of " + std::to_string(width * 8) + "-bit elements");
+    return decode_delta_split(a, base, dst);
+  }
   const size_t count = a.count();
   if (count == 0) return;
   if (a.filter == proto::NONE) {
@@ -311,27 +439,37 @@ void decode_elements(const PackedArrayView& a, size_t width, bool has_base, cons
   if (a.filter == proto::XOR_PREVIOUS_SHUFFLE) xor_previous_rows(dst, count * width, size_t(a.columns) * width);
 }
 
-void pack_float32(const float* values, uint32_t rows, uint32_t columns, proto::ArrayFilter filter, const float* base,
-                  proto::PackedArray* out) {
+}  // namespace
+
+size_t pack_float32_into(const float* values, uint32_t rows, uint32_t columns, proto::ArrayFilter filter,
+                         const float* base, uint8_t* dst) {
   const size_t n = size_t(rows) * columns;
   const auto* src = reinterpret_cast<const uint8_t*>(values);
-  std::string* data = out->mutable_data();
-  data->resize(n * 4);
-  auto* dst = reinterpret_cast<uint8_t*>(data->data());
   switch (filter) {
     case proto::NONE:
       if (n) std::memcpy(dst, src, n * 4);
-      break;
-    case proto::SHUFFLE: shuffle32(src, nullptr, 0, 0, n, n, dst); break;
-    case proto::XOR_BASE_SHUFFLE: shuffle32(src, reinterpret_cast<const uint8_t*>(base), 0, 0, n, n, dst); break;
+      return n * 4;
+    case proto::SHUFFLE: shuffle32(src, nullptr, 0, 0, n, n, dst); return n * 4;
+    case proto::XOR_BASE_SHUFFLE: shuffle32(src, reinterpret_cast<const uint8_t*>(base), 0, 0, n, n, dst); return n * 4;
     case proto::XOR_PREVIOUS_SHUFFLE: {
       const size_t first_row = std::min<size_t>(columns, n);
       shuffle32(src, nullptr, 0, 0, first_row, n, dst);
       shuffle32(src, src, columns, first_row, n, n, dst);
-      break;
+      return n * 4;
     }
+    case proto::DELTA_SPLIT:
+      return pack_delta_split_into(values, base, n, plan_float32_delta(values, base, n).split, dst);
     default: throw FormatError("unknown array filter " + std::to_string(int(filter)));
   }
+}
+
+namespace {
+
+void pack_float32(const float* values, uint32_t rows, uint32_t columns, proto::ArrayFilter filter, const float* base,
+                  proto::PackedArray* out) {
+  std::string* data = out->mutable_data();
+  data->resize(float32_data_bound(size_t(rows) * columns));
+  data->resize(pack_float32_into(values, rows, columns, filter, base, reinterpret_cast<uint8_t*>(data->data())));
   out->set_type(proto::FLOAT32);
   out->set_filter(filter);
   out->set_rows(rows);
@@ -401,6 +539,140 @@ void pack_floats(const float* values, uint32_t rows, uint32_t columns, Precision
   if (filter == proto::XOR_BASE_SHUFFLE) base_words = to_16bit(base, n, precision);
   out->set_type(precision == Precision::Float16 ? proto::FLOAT16 : proto::BFLOAT16);
   encode_words(words, &base_words, rows, columns, filter, out);
+}
+
+DeltaPlan plan_float32_delta(const float* values, const float* base, size_t count) {
+  if (count == 0) return {};
+  // A few thousand elements spread over the array tell the residuals' sizes well enough.
+  const size_t stride = std::max<size_t>(1, count / 2048);
+  const size_t samples = (count + stride - 1) / stride;
+  std::vector<uint32_t> residual(samples), base_bits(samples);
+  uint32_t top[256] = {}, second[256] = {};
+  size_t zeros = 0;
+  double length_plus_exponent = 0;
+  const auto* v = reinterpret_cast<const uint8_t*>(values);
+  const auto* b = reinterpret_cast<const uint8_t*>(base);
+  for (size_t j = 0; j < samples; ++j) {
+    const uint32_t x = load32(v + 4 * j * stride), y = load32(b + 4 * j * stride);
+    residual[j] = zigzag(x - y);
+    base_bits[j] = y;
+    ++top[x >> 24];
+    ++second[(x >> 16) & 0xFF];
+    zeros += (x & 0x7FFFFFFF) == 0;
+    length_plus_exponent += double(32 - (residual[j] ? __builtin_clz(residual[j]) : 32)) + double((y >> 23) & 0xFF);
+  }
+  // On its own (SHUFFLE): the two upper bytes as zstd's entropy coder sees them, the two lower ones random but for
+  // zeros.
+  const double alone = entropy_bits(top, 256, samples) + entropy_bits(second, 256, samples) +
+                       16.0 * double(samples - zeros) / double(samples);
+  // Against the base: the low bits as they are, the high parts' entropy, 32 more bits per escape. The best split
+  // leaves a few bits above the cut of a typical residual.
+  const int guess = int(length_plus_exponent / double(samples));
+  DeltaPlan plan;
+  double best = 1e300;
+  for (int split = std::max(0, guess - 7); split <= std::min(255, guess); ++split) {
+    uint32_t high[256] = {};
+    double low_bits = 0;
+    for (size_t j = 0; j < samples; ++j) {
+      const uint32_t k = split_low_bits(uint32_t(split), base_bits[j]);
+      const uint32_t h = residual[j] >> k;
+      if (h >= kSplitEscape) {
+        ++high[kSplitEscape];
+        low_bits += 32;
+      } else {
+        ++high[h];
+        low_bits += k;
+      }
+    }
+    const double bits = low_bits / double(samples) + entropy_bits(high, 256, samples);
+    if (bits < best) best = bits, plan.split = uint8_t(split);
+  }
+  plan.against_base = best < 0.97 * alone;
+  return plan;
+}
+
+size_t float32_data_bound(size_t count) {
+  return 5 * count + 16;  // DELTA_SPLIT's worst case: every element escaped
+}
+
+namespace {
+
+TRAINSCOPE_INLINE_BODY size_t pack_delta_split_body(const float* values, const float* base, size_t count, uint8_t split,
+                                                    uint8_t* dst) {
+  dst[0] = split;
+  uint8_t* high = dst + 1;
+  uint8_t* low = high + count;
+  const auto* v = reinterpret_cast<const uint8_t*>(values);
+  const auto* b = reinterpret_cast<const uint8_t*>(base);
+  // Blocks of elements in two passes: the first, free of dependencies between elements, vectorises (residual, cut,
+  // high part, low bits); the second appends the low bits two elements at a time with a branch-free bit writer,
+  // whose pending bits (fewer than 8 between steps) are stored 8 bytes at a time, the output advancing by whole
+  // bytes; the bound's spare bytes take the overhang.
+  constexpr size_t kBlock = 256;
+  uint32_t low_values[kBlock], low_counts[kBlock];
+  uint64_t pending = 0;
+  uint32_t pending_bits = 0;
+  uint32_t escapes = 0;
+  for (size_t start = 0; start < count; start += kBlock) {
+    const size_t n = std::min(kBlock, count - start);
+    for (size_t j = 0; j < n; ++j) {
+      const size_t i = start + j;
+      const uint32_t y = load32(b + 4 * i);
+      const uint32_t z = zigzag(load32(v + 4 * i) - y);
+      const uint32_t k = split_low_bits(split, y);
+      const uint32_t h = z >> k;
+      const bool escaped = h >= kSplitEscape;  // its residual is written whole after the loop
+      escapes += escaped;
+      high[i] = uint8_t(escaped ? kSplitEscape : h);
+      low_values[j] = escaped ? 0 : z & ((1u << k) - 1);
+      low_counts[j] = escaped ? 0 : k;
+    }
+    if (n & 1) low_values[n] = low_counts[n] = 0;
+    for (size_t j = 0; j < n; j += 2) {
+      pending |= (uint64_t(low_values[j]) | uint64_t(low_values[j + 1]) << low_counts[j]) << pending_bits;
+      pending_bits += low_counts[j] + low_counts[j + 1];
+      store64(low, pending);
+      low += pending_bits >> 3;
+      pending >>= pending_bits & ~7u;
+      pending_bits &= 7;
+    }
+  }
+  if (pending_bits) *low++ = uint8_t(pending);
+  if (escapes)
+    for (size_t i = 0; i < count; ++i)
+      if (high[i] == kSplitEscape) {
+        store32(low, zigzag(load32(v + 4 * i) - load32(b + 4 * i)));
+        low += 4;
+      }
+  return size_t(low - dst);
+}
+
+#ifdef TRAINSCOPE_AVX2_BMI2
+__attribute__((target("avx2,bmi2"))) size_t pack_delta_split_avx2(const float* values, const float* base, size_t count,
+                                                                  uint8_t split, uint8_t* dst) {
+  return pack_delta_split_body(values, base, count, split, dst);
+}
+#endif
+
+}  // namespace
+
+size_t pack_delta_split_into(const float* values, const float* base, size_t count, uint8_t split, uint8_t* dst) {
+#ifdef TRAINSCOPE_AVX2_BMI2
+  if (has_avx2_bmi2()) return pack_delta_split_avx2(values, base, count, split, dst);
+#endif
+  return pack_delta_split_body(values, base, count, split, dst);
+}
+
+void pack_delta_split(const float* values, const float* base, uint32_t rows, uint32_t columns, uint8_t split,
+                      proto::PackedArray* out) {
+  const size_t count = size_t(rows) * columns;
+  std::string* data = out->mutable_data();
+  data->resize(float32_data_bound(count));
+  data->resize(pack_delta_split_into(values, base, count, split, reinterpret_cast<uint8_t*>(data->data())));
+  out->set_type(proto::FLOAT32);
+  out->set_filter(proto::DELTA_SPLIT);
+  out->set_rows(rows);
+  out->set_columns(columns);
 }
 
 PackedArrayView view_of(const proto::PackedArray& array) {

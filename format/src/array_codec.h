@@ -5,6 +5,8 @@
 #include <trainscope/format/types.h>
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "trainscope.pb.h"
@@ -17,6 +19,41 @@ void pack_floats(const float* values, uint32_t rows, uint32_t columns, Precision
                  const float* base, proto::PackedArray* out);
 // Throws FormatError (message without file; the caller adds it) if the array is inconsistent.
 std::vector<float> unpack_floats(const proto::PackedArray& array, const float* base = nullptr);
+
+// How a float32 array with a base (its previous snapshot) is best stored, judged from a sample of its elements:
+// against the base with DELTA_SPLIT and this split parameter, or on its own (SHUFFLE) when the two are unrelated
+// (a gradient is not its previous snapshot plus a little).
+struct DeltaPlan {
+  bool against_base = false;
+  uint8_t split = 0;
+};
+DeltaPlan plan_float32_delta(const float* values, const float* base, size_t count);
+// DELTA_SPLIT of rows x columns float32 values against `base` with a split parameter from plan_float32_delta().
+void pack_delta_split(const float* values, const float* base, uint32_t rows, uint32_t columns, uint8_t split,
+                      proto::PackedArray* out);
+
+// The same two as `data` bytes alone, written to `dst`, which holds float32_data_bound(rows x columns) bytes; they
+// return the bytes written. For the writer's hot path: no message, no zero-filled string.
+size_t float32_data_bound(size_t count);
+size_t pack_float32_into(const float* values, uint32_t rows, uint32_t columns, proto::ArrayFilter filter,
+                         const float* base, uint8_t* dst);
+size_t pack_delta_split_into(const float* values, const float* base, size_t count, uint8_t split, uint8_t* dst);
+
+// Bytes whose capacity is kept from use to use and never zero-filled: the writer's scratch.
+class ByteBuffer {
+ public:
+  uint8_t* reserve(size_t size) {
+    if (size > capacity_) {
+      data_.reset(new uint8_t[size]);
+      capacity_ = size;
+    }
+    return data_.get();
+  }
+
+ private:
+  std::unique_ptr<uint8_t[]> data_;
+  size_t capacity_ = 0;
+};
 
 void pack_doubles(const double* values, uint32_t rows, uint32_t columns, proto::ArrayFilter filter,
                   proto::PackedArray* out);

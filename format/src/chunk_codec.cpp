@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -380,19 +382,107 @@ NeuronStatsData decode_neuron_stats(const std::string& payload) {
   return d;
 }
 
-std::string encode_full_tensor(const FullTensor& tensor, const FullTensor* base, Precision precision) {
-  proto::FullTensorChunk m;
-  m.set_layer_id(tensor.layer_id);
-  m.set_quantity(proto::Quantity(tensor.quantity));
-  m.set_step(tensor.step);
-  m.mutable_shape()->Add(tensor.shape.begin(), tensor.shape.end());
-  m.set_probe_batch(tensor.probe_batch);
-  const bool delta = base && base->values.size() == tensor.values.size();
-  m.set_base_step(delta ? base->step : -1);
-  pack_floats(tensor.values.data(), 1, uint32_t(tensor.values.size()), precision,
-              delta ? proto::XOR_BASE_SHUFFLE : proto::SHUFFLE, delta ? base->values.data() : nullptr,
-              m.mutable_values());
-  return m.SerializeAsString();
+namespace {
+
+// Protobuf's wire format written by hand: the full-tensor chunk's array is packed straight into the payload buffer,
+// where protobuf would copy it twice (into the message, then into the serialized string). Fields in number order,
+// zero values left out, as protobuf writes them; tests check the bytes are the same.
+struct WireWriter {
+  uint8_t* p;
+  void varint(uint64_t v) {
+    while (v >= 0x80) {
+      *p++ = uint8_t(v | 0x80);
+      v >>= 7;
+    }
+    *p++ = uint8_t(v);
+  }
+  void tag(uint32_t field, uint32_t wire_type) { varint(uint64_t(field) << 3 | wire_type); }
+  void number(uint32_t field, uint64_t v) {
+    if (v == 0) return;
+    tag(field, 0);
+    varint(v);
+  }
+};
+
+size_t varint_size(uint64_t v) {
+  size_t n = 1;
+  for (; v >= 0x80; v >>= 7) ++n;
+  return n;
+}
+
+}  // namespace
+
+EncodedPayload encode_full_tensor(const FullTensor& tensor, const FullTensor* base, Precision precision,
+                                  bool* used_base, ByteBuffer* buffer) {
+  const uint32_t count = uint32_t(tensor.values.size());
+  bool delta = base && base->values.size() == tensor.values.size();
+  proto::ArrayFilter filter = delta ? proto::XOR_BASE_SHUFFLE : proto::SHUFFLE;
+  uint8_t split = 0;
+  if (delta && precision == Precision::Float32) {
+    // Against the base only when the tensor drifted from it (weights); a gradient or an activation is stored alone.
+    const DeltaPlan plan = plan_float32_delta(tensor.values.data(), base->values.data(), count);
+    delta = plan.against_base;
+    filter = delta ? proto::DELTA_SPLIT : proto::SHUFFLE;
+    split = plan.split;
+  }
+  // The array's bytes go at `prefix`, room enough for every field before them; the fields are then written to end
+  // right where the array begins.
+  const size_t prefix = 96 + 11 * tensor.shape.size();
+  const size_t bound = precision == Precision::Float32 ? float32_data_bound(count) : size_t(count) * 2;
+  uint8_t* out = buffer->reserve(prefix + bound + 32);
+  uint8_t* data = out + prefix;
+  size_t data_size = 0;
+  proto::ElementType type = proto::FLOAT32;
+  if (precision != Precision::Float32) {
+    proto::PackedArray packed;
+    pack_floats(tensor.values.data(), 1, count, precision, filter, delta ? base->values.data() : nullptr, &packed);
+    data_size = packed.data().size();
+    std::memcpy(data, packed.data().data(), data_size);
+    type = packed.type();
+  } else if (filter == proto::DELTA_SPLIT) {
+    data_size = pack_delta_split_into(tensor.values.data(), base->values.data(), count, split, data);
+  } else {
+    data_size = pack_float32_into(tensor.values.data(), 1, count, filter, nullptr, data);
+  }
+
+  WireWriter w{out};  // the fields before the array, written at the start and moved up against it below
+  w.number(1, tensor.layer_id);
+  w.number(2, uint64_t(tensor.quantity));
+  w.number(3, uint64_t(tensor.step));
+  if (!tensor.shape.empty()) {
+    size_t shape_bytes = 0;
+    for (int64_t d : tensor.shape) shape_bytes += varint_size(uint64_t(d));
+    w.tag(4, 2);
+    w.varint(shape_bytes);
+    for (int64_t d : tensor.shape) w.varint(uint64_t(d));
+  }
+  const size_t array_fields = (type ? 1 + varint_size(type) : 0) + (filter ? 1 + varint_size(filter) : 0) + 1 +
+                              varint_size(1) + (count ? 1 + varint_size(count) : 0);
+  const size_t data_field = data_size ? 1 + varint_size(data_size) + data_size : 0;
+  w.tag(5, 2);
+  w.varint(array_fields + data_field);
+  w.number(1, uint64_t(type));
+  w.number(2, uint64_t(filter));
+  w.number(3, 1);
+  w.number(4, count);
+  if (data_size) {
+    w.tag(5, 2);
+    w.varint(data_size);
+  }
+  const size_t head_size = size_t(w.p - out);
+  uint8_t* begin = data - head_size;
+  std::memmove(begin, out, head_size);
+  WireWriter tail{data + data_size};
+  tail.number(6, uint64_t(delta ? base->step : -1));
+  if (tensor.probe_batch) tail.number(7, 1);
+  if (used_base) *used_base = delta;
+  return {begin, size_t(tail.p - begin)};
+}
+
+std::string encode_full_tensor(const FullTensor& tensor, const FullTensor* base, Precision precision, bool* used_base) {
+  ByteBuffer buffer;
+  const EncodedPayload payload = encode_full_tensor(tensor, base, precision, used_base, &buffer);
+  return std::string(reinterpret_cast<const char*>(payload.data), payload.size);
 }
 
 FullTensorData decode_full_tensor(const std::string& payload, const std::function<const FullTensor*(int64_t)>& base) {
@@ -415,7 +505,7 @@ FullTensorData decode_full_tensor(const std::string& payload, const std::functio
   }
   if (!valid_quantity(int32_t(quantity))) throw FormatError("full-tensor names an unknown quantity");
   d.tensor.quantity = Quantity(int32_t(quantity));
-  d.base_step = values.filter == proto::XOR_BASE_SHUFFLE ? base_step : -1;
+  d.base_step = values.filter == proto::XOR_BASE_SHUFFLE || values.filter == proto::DELTA_SPLIT ? base_step : -1;
   const float* base_values = nullptr;
   if (d.base_step >= 0) {
     const FullTensor* b = base ? base(d.base_step) : nullptr;

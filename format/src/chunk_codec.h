@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "array_codec.h"
+
 namespace trainscope::format {
 
 struct ScalarsData {
@@ -76,8 +78,18 @@ void decode_summary_columns(const std::string& payload, SummaryColumnData* out);
 std::string encode_neuron_stats(const NeuronStatsData& data, Precision precision);
 NeuronStatsData decode_neuron_stats(const std::string& payload);
 
-// `base` is the tensor at base_step (same shape), or nullptr for a keyframe.
-std::string encode_full_tensor(const FullTensor& tensor, const FullTensor* base, Precision precision);
+// `base` is the previous snapshot of the same tensor, or nullptr for a keyframe. The tensor is coded against it
+// only when that is smaller; `used_base` says whether it was (if not, the chunk is a keyframe).
+std::string encode_full_tensor(const FullTensor& tensor, const FullTensor* base, Precision precision,
+                               bool* used_base = nullptr);
+// The same into `buffer` (reused from call to call: no allocation once it is large enough); the payload lies at
+// the returned place inside it.
+struct EncodedPayload {
+  const uint8_t* data;
+  size_t size;
+};
+EncodedPayload encode_full_tensor(const FullTensor& tensor, const FullTensor* base, Precision precision,
+                                  bool* used_base, ByteBuffer* buffer);
 // `base(step)` returns the decoded tensor a delta-coded chunk refers to (nullptr if unavailable: FormatError).
 FullTensorData decode_full_tensor(const std::string& payload, const std::function<const FullTensor*(int64_t)>& base);
 

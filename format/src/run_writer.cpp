@@ -63,6 +63,7 @@ struct RunWriter::Impl {
   std::map<uint32_t, NeuronStatsData> neurons;
   std::map<TensorKey, FullTensor> tensor_base;
   std::map<TensorKey, int> since_keyframe;
+  ByteBuffer payload_buffer;  // full tensors are encoded into it, chunk after chunk
   bool buffered = false;
   Clock::time_point oldest_buffered;
 
@@ -99,6 +100,7 @@ struct RunWriter::Impl {
   void add_snapshot(const Snapshot& s);
   void add_full_tensor(FullTensor t);
   void write(ChunkHeader header, const std::string& payload);
+  void write(ChunkHeader header, const uint8_t* payload, size_t size);
   void open_segment();
   void emit_scalars();
   void emit_summaries();
@@ -285,11 +287,15 @@ void RunWriter::Impl::open_segment() {
 }
 
 void RunWriter::Impl::write(ChunkHeader header, const std::string& payload) {
-  segment->write_chunk(header, payload);
+  write(header, reinterpret_cast<const uint8_t*>(payload.data()), payload.size());
+}
+
+void RunWriter::Impl::write(ChunkHeader header, const uint8_t* payload, size_t size) {
+  segment->write_chunk(header, payload, size);
   {
     std::lock_guard<std::mutex> lock(mutex);
     ++status.chunks_written;
-    status.raw_bytes += payload.size();
+    status.raw_bytes += size;
     status.stored_bytes = closed_segment_bytes + segment->size();
   }
   if (segment->size() >= options.segment_bytes && header.type != uint16_t(ChunkType::Metadata)) {
@@ -375,13 +381,15 @@ void RunWriter::Impl::add_full_tensor(FullTensor t) {
   const TensorKey key{t.layer_id, t.quantity, t.probe_batch};
   auto base = tensor_base.find(key);
   int& count = since_keyframe[key];
-  const bool keyframe = base == tensor_base.end() || count + 1 >= options.keyframe_interval ||
-                        base->second.values.size() != t.values.size();
-  const std::string payload = encode_full_tensor(t, keyframe ? nullptr : &base->second, options.precision);
+  bool against_base = base != tensor_base.end() && count + 1 < options.keyframe_interval &&
+                      base->second.values.size() == t.values.size();
+  const EncodedPayload payload =
+      encode_full_tensor(t, against_base ? &base->second : nullptr, options.precision, &against_base, &payload_buffer);
+  const bool keyframe = !against_base;
   count = keyframe ? 0 : count + 1;
   const uint32_t aux = uint32_t(t.quantity) | (t.probe_batch ? kAuxProbeBatch : 0) | (keyframe ? kAuxKeyframe : 0);
   const uint32_t sequence_before = next_sequence;
-  write({uint16_t(ChunkType::FullTensor), 0, t.layer_id, aux, t.step, t.step}, payload);
+  write({uint16_t(ChunkType::FullTensor), 0, t.layer_id, aux, t.step, t.step}, payload.data, payload.size);
   if (next_sequence == sequence_before) tensor_base[key] = std::move(t);  // a roll-over restarts with keyframes
 }
 

@@ -164,20 +164,24 @@ void SegmentFileWriter::add_to_index(const ChunkHeader& h, uint64_t offset) {
 }
 
 void SegmentFileWriter::write_chunk(ChunkHeader header, const std::string& payload) {
-  if (payload.size() > 0xFFFFFFF0u) throw FormatError(path_.string() + ": chunk payload over 4 GiB");
-  const size_t bound = ZSTD_compressBound(payload.size());
-  compressed_.resize(kChunkHeaderSize + bound);
+  write_chunk(header, reinterpret_cast<const uint8_t*>(payload.data()), payload.size());
+}
+
+void SegmentFileWriter::write_chunk(ChunkHeader header, const uint8_t* payload, size_t size) {
+  if (size > 0xFFFFFFF0u) throw FormatError(path_.string() + ": chunk payload over 4 GiB");
+  const size_t bound = ZSTD_compressBound(size);
+  if (compressed_.size() < kChunkHeaderSize + bound) compressed_.resize(kChunkHeaderSize + bound);
   auto* out = reinterpret_cast<uint8_t*>(compressed_.data());
-  const size_t n = ZSTD_compressCCtx(static_cast<ZSTD_CCtx*>(cctx_), out + kChunkHeaderSize, bound, payload.data(),
-                                     payload.size(), zstd_level_);
+  const size_t n =
+      ZSTD_compressCCtx(static_cast<ZSTD_CCtx*>(cctx_), out + kChunkHeaderSize, bound, payload, size, zstd_level_);
   if (ZSTD_isError(n)) throw FormatError(path_.string() + ": zstd compression failed: " + ZSTD_getErrorName(n));
   header.stored_size = uint32_t(n);
-  header.raw_size = uint32_t(payload.size());
+  header.raw_size = uint32_t(size);
   header.payload_crc = crc32c(out + kChunkHeaderSize, n);
   encode_chunk_header(header, out);
   const uint64_t offset = offset_;
   write_all(out, kChunkHeaderSize + n);
-  raw_bytes_ += payload.size();
+  raw_bytes_ += size;
   if (header.type != uint16_t(ChunkType::Index)) add_to_index(header, offset);
 }
 

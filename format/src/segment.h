@@ -72,6 +72,7 @@ class SegmentFileWriter {
 
   // Compresses `payload` and writes it as one chunk. Throws FormatError naming the file and offset.
   void write_chunk(ChunkHeader header, const std::string& payload);
+  void write_chunk(ChunkHeader header, const uint8_t* payload, size_t size);
   // Writes an already framed chunk (header + payload) as it is; used by trim to copy without recompression.
   void write_framed_chunk(const ChunkHeader& header, const std::string& framed_bytes);
   // Writes the index footer and closes the file.

@@ -26,7 +26,7 @@ struct WriterOptions {
   size_t chunk_bytes = size_t(1) << 20;  // target raw size of one chunk
   int zstd_level = 1;
   Precision precision = Precision::Float32;
-  int keyframe_interval = 8;  // full tensors: every n-th snapshot of a tensor is stored without a base
+  int keyframe_interval = 64;  // full tensors: every n-th snapshot of a tensor is stored without a base
   bool fsync_on_flush = false;
 };
 

@@ -1,49 +1,119 @@
-// Recorder overhead on the VAE-sized MLP and on a 784-512-256-10 classifier, as ratios against the bare training loop
-// measured in the same run (configurations interleaved, best of several rounds, so machine noise hits all alike).
-//   default settings (interval 10, flight recorder on)            goal <= 1.05x
-//   per-neuron statistics of all quantities every step             goal <= 1.15x
+// Recorder overhead, as ratios against the bare training loop measured in the same run (configurations interleaved
+// round by round, so machine noise hits all alike; the best round of each, and the median of the per-round ratios).
+// Models: the VAE of examples/vae (the same modules, reparameterisation, BCE + KL loss, its named scalars passed to
+// step(), Adam) on synthetic image-like batches, and a 784-512-256-10 classifier.
+//   default settings (RecorderOptions{}: interval 10, flight recorder on)   goal <= 1.05x
+//   per-neuron statistics of all quantities every step (interval 1)          goal <= 1.15x
 //   torch::save of parameters, gradients and activations / 10 steps (the naive alternative), and bytes per saved
-//   step against the recorder storing the same full tensors       goal <= 0.55x
-// Usage: recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only MODE]
-//   --only default|every|full: run the bare loop and that one configuration (for profiling)
+//   step against the recorder storing the same full tensors                   goal <= 0.55x
+// Besides wall time it prints the training thread's CPU time and the whole process's (writer thread included) as
+// ratios: less disturbed by other processes on a shared machine. The goal is the wall-time ratio.
+// Usage: recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only MODE] [--model vae|mlp|all]
+//   --only default|every|full: run the bare loop and that one configuration (for profiling); --only bare: the bare
+//   loop alone, --only-recorder default|every|full: that configuration alone (to compare profiles of the two)
 //   --ring-interval N, --zstd L, --keyframe K: override RecorderOptions::ring_interval, WriterOptions::zstd_level and
 //   WriterOptions::keyframe_interval (to measure the choices documented in recorder.h)
+#include <sys/resource.h>
 #include <torch/torch.h>
 #include <trainscope/recorder.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <functional>
 #include <map>
-#include <random>
+#include <optional>
 #include <string>
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Mlp : torch::nn::Module {
-  explicit Mlp(const std::vector<int64_t>& widths) {
-    for (size_t i = 0; i + 1 < widths.size(); ++i) {
-      layers.push_back(register_module("fc" + std::to_string(i), torch::nn::Linear(widths[i], widths[i + 1])));
-      if (i + 2 < widths.size()) acts.push_back(register_module("act" + std::to_string(i), torch::nn::ReLU()));
-    }
-  }
-  torch::Tensor forward(torch::Tensor x, std::vector<torch::Tensor>* hidden = nullptr) {
-    for (size_t i = 0; i < layers.size(); ++i) {
-      x = layers[i](x);
-      if (i < acts.size()) {
-        x = acts[i](x);
-        if (hidden) hidden->push_back(x);
-      }
-    }
-    return x;
-  }
-  std::vector<torch::nn::Linear> layers;
-  std::vector<torch::nn::ReLU> acts;
+// ----- the VAE of examples/vae -----
+
+constexpr int kLatent = 16;
+
+struct LogVarHeadImpl : torch::nn::Module {
+  LogVarHeadImpl(int in, int out)
+      : weight(register_parameter("weight", torch::randn({out, in}) * (1.0 / std::sqrt(double(in))))),
+        bias(register_parameter("bias", torch::zeros({out}))),
+        temperature(register_parameter("temperature", torch::ones({1}))) {}
+  torch::Tensor forward(const torch::Tensor& x) { return torch::linear(x, weight, bias) * temperature; }
+  torch::Tensor weight, bias, temperature;
 };
+TORCH_MODULE(LogVarHead);
+
+struct EncoderImpl : torch::nn::Module {
+  EncoderImpl()
+      : fc1(register_module("fc1", torch::nn::Linear(784, 256))),
+        act(register_module("act", torch::nn::ReLU())),
+        fc2(register_module("fc2", torch::nn::Linear(256, 128))),
+        act2(register_module("act2", torch::nn::ReLU())),
+        mu(register_module("mu", torch::nn::Linear(128, kLatent))),
+        logvar(register_module("logvar", LogVarHead(128, kLatent))) {}
+  std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x) {
+    torch::Tensor h = act2(fc2(act(fc1(x))));
+    return {mu(h), logvar(h)};
+  }
+  torch::nn::Linear fc1;
+  torch::nn::ReLU act;
+  torch::nn::Linear fc2;
+  torch::nn::ReLU act2;
+  torch::nn::Linear mu;
+  LogVarHead logvar;
+};
+TORCH_MODULE(Encoder);
+
+struct DecoderImpl : torch::nn::Module {
+  DecoderImpl()
+      : fc1(register_module("fc1", torch::nn::Linear(kLatent, 128))),
+        act(register_module("act", torch::nn::ReLU())),
+        fc2(register_module("fc2", torch::nn::Linear(128, 256))),
+        act2(register_module("act2", torch::nn::ReLU())),
+        out(register_module("out", torch::nn::Linear(256, 784))) {}
+  torch::Tensor forward(const torch::Tensor& z) { return out(act2(fc2(act(fc1(z))))); }
+  torch::nn::Linear fc1;
+  torch::nn::ReLU act;
+  torch::nn::Linear fc2;
+  torch::nn::ReLU act2;
+  torch::nn::Linear out;
+};
+TORCH_MODULE(Decoder);
+
+struct VaeImpl : torch::nn::Module {
+  VaeImpl() : enc(register_module("enc", Encoder())), dec(register_module("dec", Decoder())) {}
+  Encoder enc;
+  Decoder dec;
+};
+TORCH_MODULE(Vae);
+
+// ----- the classifier -----
+
+struct MlpImpl : torch::nn::Module {
+  MlpImpl()
+      : fc0(register_module("fc0", torch::nn::Linear(784, 512))),
+        act0(register_module("act0", torch::nn::ReLU())),
+        fc1(register_module("fc1", torch::nn::Linear(512, 256))),
+        act1(register_module("act1", torch::nn::ReLU())),
+        fc2(register_module("fc2", torch::nn::Linear(256, 10))) {}
+  torch::Tensor forward(torch::Tensor x, std::vector<torch::Tensor>* hidden = nullptr) {
+    x = act0(fc0(x));
+    if (hidden) hidden->push_back(x);
+    x = act1(fc1(x));
+    if (hidden) hidden->push_back(x);
+    return fc2(x);
+  }
+  torch::nn::Linear fc0;
+  torch::nn::ReLU act0;
+  torch::nn::Linear fc1;
+  torch::nn::ReLU act1;
+  torch::nn::Linear fc2;
+};
+TORCH_MODULE(Mlp);
 
 uint64_t directory_bytes(const fs::path& dir) {
   uint64_t bytes = 0;
@@ -53,8 +123,20 @@ uint64_t directory_bytes(const fs::path& dir) {
   return bytes;
 }
 
+double thread_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+double process_cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
 struct Result {
-  double seconds = 1e300;
+  double wall = 0, thread_cpu = 0, process_cpu = 0;
   uint64_t bytes = 0;
   size_t held = 0;
   int64_t saved_steps = 0;
@@ -62,56 +144,85 @@ struct Result {
 };
 
 enum class Mode { Bare, Default, EveryStep, TorchSave, RecorderFull };
+enum class Model { Vae, Mlp };
 
-int g_ring_interval = 0, g_zstd = 0, g_keyframe = 0;  // 0: the defaults
+int g_ring_interval = 0, g_keyframe = 0;  // 0: the defaults
+std::optional<int> g_zstd;
 
-// One training run of `steps` steps on fixed synthetic data that looks like images; returns wall time.
-Result run(Mode mode, const std::vector<int64_t>& widths, int steps, int batch, const fs::path& out) {
-  torch::manual_seed(7);
-  auto model = std::make_shared<Mlp>(widths);
-  torch::optim::Adam opt(model->parameters(), 1e-3);
-  const torch::Tensor x = torch::rand({batch, widths.front()});
-  const torch::Tensor y = torch::randint(widths.back(), {batch}, torch::kLong);
-  fs::remove_all(out);
-  std::unique_ptr<trainscope::Recorder> rec;
-  trainscope::RecorderOptions options;
-  options.report_to_stderr = true;
+trainscope::RecorderOptions options_for(Mode mode) {
+  trainscope::RecorderOptions options;  // what a user gets
   if (g_ring_interval > 0) options.ring_interval = g_ring_interval;
-  if (g_zstd > 0) options.writer.zstd_level = g_zstd;
+  if (g_zstd) options.writer.zstd_level = *g_zstd;
   if (g_keyframe > 0) options.writer.keyframe_interval = g_keyframe;
   if (mode == Mode::EveryStep) options.interval = 1;
   if (mode == Mode::RecorderFull) {
+    using trainscope::quantity_bit;
+    using Q = trainscope::format::Quantity;
     options.full_tensor_interval = 10;
-    options.full_tensor_quantities = trainscope::quantity_bit(trainscope::format::Quantity::Weight) |
-                                     trainscope::quantity_bit(trainscope::format::Quantity::Bias) |
-                                     trainscope::quantity_bit(trainscope::format::Quantity::WeightGrad) |
-                                     trainscope::quantity_bit(trainscope::format::Quantity::BiasGrad) |
-                                     trainscope::quantity_bit(trainscope::format::Quantity::Activation);
+    options.full_tensor_quantities = quantity_bit(Q::Weight) | quantity_bit(Q::Bias) | quantity_bit(Q::WeightGrad) |
+                                     quantity_bit(Q::BiasGrad) | quantity_bit(Q::Activation);
     options.quantities = 0;  // only the full tensors, to compare bytes with torch::save
     options.flight_recorder = false;
     options.interval = 1 << 30;
   }
-  if (mode == Mode::Default || mode == Mode::EveryStep || mode == Mode::RecorderFull)
-    rec = std::make_unique<trainscope::Recorder>(model, out, options);
+  return options;
+}
+
+// What a LibTorch user can do today: save parameters, their gradients and the hidden activations.
+void save_step(const torch::nn::Module& model, const std::vector<torch::Tensor>& hidden, const fs::path& file) {
+  std::vector<torch::Tensor> all;
+  for (const auto& p : model.parameters()) {
+    all.push_back(p.detach());
+    all.push_back(p.grad());
+  }
+  for (const auto& h : hidden) all.push_back(h.detach());
+  torch::save(all, file.string());
+}
+
+// One training run of `steps` steps on fixed synthetic batches that look like images.
+Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
+  torch::manual_seed(7);
+  fs::remove_all(out);
   if (mode == Mode::TorchSave) fs::create_directories(out);
+  std::vector<torch::Tensor> images;  // in [0, 1], mostly dark, as Fashion-MNIST
+  for (int i = 0; i < 8; ++i) images.push_back(torch::relu(torch::rand({batch, 784}) * 1.6 - 0.6));
+  const torch::Tensor labels = torch::randint(10, {batch}, torch::kLong);
+
+  Vae vae;
+  Mlp mlp;
+  std::shared_ptr<torch::nn::Module> model =
+      which == Model::Vae ? std::shared_ptr<torch::nn::Module>(vae.ptr()) : mlp.ptr();
+  torch::optim::Adam opt(model->parameters(), 1e-3);
+  std::unique_ptr<trainscope::Recorder> rec;
+  if (mode == Mode::Default || mode == Mode::EveryStep || mode == Mode::RecorderFull)
+    rec = std::make_unique<trainscope::Recorder>(model, out, options_for(mode));
+
   Result r;
   const auto start = std::chrono::steady_clock::now();
+  const double thread_start = thread_cpu_seconds(), process_start = process_cpu_seconds();
   for (int s = 0; s < steps; ++s) {
-    opt.zero_grad();
-    std::vector<torch::Tensor> hidden;
     const bool save = mode == Mode::TorchSave && s % 10 == 0;
-    auto loss = torch::cross_entropy_loss(model->forward(x, save ? &hidden : nullptr), y);
-    loss.backward();
-    if (rec) rec->step(loss);
+    std::vector<torch::Tensor> hidden;
+    const torch::Tensor& x = images[size_t(s) % images.size()];
+    opt.zero_grad();
+    if (which == Model::Vae) {
+      auto [mu, logvar] = vae->enc->forward(x);
+      const torch::Tensor z = mu + torch::randn_like(mu) * torch::exp(0.5 * logvar);
+      const torch::Tensor logits = vae->dec->forward(z);
+      const torch::Tensor recon =
+          torch::binary_cross_entropy_with_logits(logits, x, {}, {}, torch::Reduction::Sum) / double(batch);
+      const torch::Tensor kl = -0.5 * torch::sum(1 + logvar - mu.pow(2) - logvar.exp()) / double(batch);
+      const torch::Tensor loss = recon + kl;
+      loss.backward();
+      if (rec) rec->step(loss, {{"recon", recon}, {"kl", kl}});
+      if (save) hidden = {mu, logvar, z, logits};
+    } else {
+      const torch::Tensor loss = torch::cross_entropy_loss(mlp->forward(x, save ? &hidden : nullptr), labels);
+      loss.backward();
+      if (rec) rec->step(loss);
+    }
     if (save) {
-      // What a LibTorch user can do today: save parameters, their gradients and the hidden activations.
-      std::vector<torch::Tensor> all;
-      for (const auto& p : model->parameters()) {
-        all.push_back(p.detach());
-        all.push_back(p.grad());
-      }
-      for (auto& h : hidden) all.push_back(h.detach());
-      torch::save(all, (out / ("step-" + std::to_string(s) + ".pt")).string());
+      save_step(*model, hidden, out / ("step-" + std::to_string(s) + ".pt"));
       ++r.saved_steps;
     }
     opt.step();
@@ -119,9 +230,11 @@ Result run(Mode mode, const std::vector<int64_t>& widths, int steps, int batch, 
   if (rec) {
     r.held = rec->stats().held_bytes;
     r.in_step = rec->stats().capture_seconds;
-    rec->close();
+    rec->close();  // the writer's last work counts
   }
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.thread_cpu = thread_cpu_seconds() - thread_start;
+  r.process_cpu = process_cpu_seconds() - process_start;
   r.bytes = directory_bytes(out);
   if (mode == Mode::RecorderFull) r.saved_steps = (steps + 9) / 10;
   return r;
@@ -129,78 +242,110 @@ Result run(Mode mode, const std::vector<int64_t>& widths, int steps, int batch, 
 
 std::vector<Mode> g_modes = {Mode::Bare, Mode::Default, Mode::EveryStep, Mode::TorchSave, Mode::RecorderFull};
 
-void compare(const char* title, const std::vector<int64_t>& widths, int steps, int rounds, int batch,
-             const fs::path& out) {
-  std::map<Mode, Result> best;
-  const std::vector<Mode>& modes = g_modes;
-  run(Mode::Bare, widths, std::max(steps / 5, 2), batch, out / "warmup");
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+void compare(const char* title, Model which, int steps, int rounds, int batch, const fs::path& out) {
+  std::map<Mode, Result> best;  // each measure's best round
+  std::map<Mode, std::vector<double>> ratios;
+  run(which, g_modes.front(), std::max(steps / 5, 2), batch, out / "warmup");
   for (int round = 0; round < rounds; ++round) {
-    for (Mode m : modes) {
-      Result r = run(m, widths, steps, batch, out / std::to_string(int(m)));
+    std::map<Mode, Result> this_round;
+    for (Mode m : g_modes) {
+      const Result r = run(which, m, steps, batch, out / std::to_string(int(m)));
+      this_round[m] = r;
+      if (!best.count(m)) {
+        best[m] = r;
+        continue;
+      }
       Result& b = best[m];
-      if (r.seconds < b.seconds) b = r;
+      if (r.wall < b.wall) {
+        b.wall = r.wall;
+        b.in_step = r.in_step;
+      }
+      b.thread_cpu = std::min(b.thread_cpu, r.thread_cpu);
+      b.process_cpu = std::min(b.process_cpu, r.process_cpu);
     }
+    if (this_round.count(Mode::Bare))
+      for (Mode m : g_modes) ratios[m].push_back(this_round[m].wall / this_round[Mode::Bare].wall);
   }
-  const double bare = best[Mode::Bare].seconds;
+  if (!best.count(Mode::Bare)) {
+    for (const auto& [m, r] : best) std::printf("mode %d: %.3f s, %.3f s thread CPU\n", int(m), r.wall, r.thread_cpu);
+    return;
+  }
+  const Result& bare = best[Mode::Bare];
   std::printf("\n== %s, batch %d, %d steps, best of %d rounds ==\n", title, batch, steps, rounds);
-  std::printf("bare loop                              %8.3f s  %6.2f ms/step\n", bare, 1000 * bare / steps);
+  std::printf("%-38s %8s %7s %8s %9s %10s %14s %12s\n", "", "wall s", "ratio", "(median)", "thread", "process",
+              "bytes/step", "ms/step in");
+  std::printf("%-38s %8s %7s %8s %9s %10s %14s %12s\n", "", "", "", "", "CPU", "CPU", "on disk", "step()");
+  std::printf("%-38s %8.3f %6.3fx %8s %8.3fs %9.3fs\n", "bare loop", bare.wall, 1.0, "", bare.thread_cpu,
+              bare.process_cpu);
   auto line = [&](const char* name, Mode m, const char* goal) {
     if (!best.count(m)) return;
     const Result& r = best[m];
-    std::printf("%-38s %8.3f s  %5.3fx  (goal %s)  %10.0f bytes/step on disk  %6.3f ms/step in step()\n", name,
-                r.seconds, r.seconds / bare, goal, double(r.bytes) / steps, 1000 * r.in_step / steps);
+    std::printf("%-38s %8.3f %6.3fx (%5.3fx) %7.3fx %9.3fx %14.0f %12.3f   goal %s\n", name, r.wall, r.wall / bare.wall,
+                median(ratios[m]), r.thread_cpu / bare.thread_cpu, r.process_cpu / bare.process_cpu,
+                double(r.bytes) / steps, 1000 * r.in_step / steps, goal);
   };
   line("recorder, default settings", Mode::Default, "<= 1.05x");
   line("recorder, all statistics every step", Mode::EveryStep, "<= 1.15x");
   line("torch::save every 10 steps", Mode::TorchSave, "none");
   line("recorder, same full tensors / 10 steps", Mode::RecorderFull, "none");
-  if (!best.count(Mode::TorchSave) || !best.count(Mode::RecorderFull)) return;
-  const double save_per =
-      double(best[Mode::TorchSave].bytes) / double(std::max<int64_t>(best[Mode::TorchSave].saved_steps, 1));
-  const double rec_per =
-      double(best[Mode::RecorderFull].bytes) / double(std::max<int64_t>(best[Mode::RecorderFull].saved_steps, 1));
-  std::printf("bytes per saved step: torch::save %.0f, recorder %.0f  ->  %.3fx (goal <= 0.55x, lossless)\n", save_per,
-              rec_per, rec_per / save_per);
-  std::printf(
-      "recorder memory held (default settings): %zu bytes; per recorded step on disk (every step): %.0f bytes\n",
-      best[Mode::Default].held, double(best[Mode::EveryStep].bytes) / steps);
+  if (best.count(Mode::TorchSave) && best.count(Mode::RecorderFull)) {
+    const double save_per =
+        double(best[Mode::TorchSave].bytes) / double(std::max<int64_t>(best[Mode::TorchSave].saved_steps, 1));
+    const double rec_per =
+        double(best[Mode::RecorderFull].bytes) / double(std::max<int64_t>(best[Mode::RecorderFull].saved_steps, 1));
+    std::printf("bytes per saved step: torch::save %.0f, recorder %.0f  ->  %.3fx (goal <= 0.55x, lossless)\n",
+                save_per, rec_per, rec_per / save_per);
+  }
+  if (best.count(Mode::Default))
+    std::printf("recorder memory held (default settings): %zu bytes\n", best[Mode::Default].held);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   int steps = 200, rounds = 3, batch = 64;
+  std::string models = "all";
   fs::path out = fs::temp_directory_path() / "trainscope-recorder-bench";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    if (a == "--steps")
-      steps = std::atoi(argv[i + 1]);
-    else if (a == "--rounds")
-      rounds = std::atoi(argv[i + 1]);
-    else if (a == "--batch")
-      batch = std::atoi(argv[i + 1]);
-    else if (a == "--out")
-      out = argv[i + 1];
-    else if (a == "--ring-interval")
-      g_ring_interval = std::atoi(argv[i + 1]);
-    else if (a == "--zstd")
-      g_zstd = std::atoi(argv[i + 1]);
-    else if (a == "--keyframe")
-      g_keyframe = std::atoi(argv[i + 1]);
-    else if (a == "--only")
-      g_modes = {Mode::Bare, std::string(argv[i + 1]) == "every"  ? Mode::EveryStep
-                             : std::string(argv[i + 1]) == "full" ? Mode::RecorderFull
-                                                                  : Mode::Default};
-  }
   if (argc == 2 && std::string(argv[1]) == "--help") {
     std::printf(
         "recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only default|every|full]\n"
-        "               [--ring-interval N] [--zstd L] [--keyframe K]\n");
+        "               [--model vae|mlp|all] [--ring-interval N] [--zstd L] [--keyframe K]\n");
     return 0;
   }
-  torch::set_num_threads(1);  // one training thread: stable timings; the writer has the other core
-  compare("VAE-sized MLP 784-256-128-16-128-256-784", {784, 256, 128, 16, 128, 256, 784}, steps, rounds, batch, out);
-  compare("MLP 784-512-256-10", {784, 512, 256, 10}, steps, rounds, batch, out);
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i], v = argv[i + 1];
+    if (a == "--steps")
+      steps = std::atoi(v.c_str());
+    else if (a == "--rounds")
+      rounds = std::atoi(v.c_str());
+    else if (a == "--batch")
+      batch = std::atoi(v.c_str());
+    else if (a == "--out")
+      out = v;
+    else if (a == "--model")
+      models = v;
+    else if (a == "--ring-interval")
+      g_ring_interval = std::atoi(v.c_str());
+    else if (a == "--zstd")
+      g_zstd = std::atoi(v.c_str());  // negative levels are zstd's fast modes
+    else if (a == "--keyframe")
+      g_keyframe = std::atoi(v.c_str());
+    else if (a == "--only" && v == "bare")
+      g_modes = {Mode::Bare};
+    else if (a == "--only")
+      g_modes = {Mode::Bare, v == "every" ? Mode::EveryStep : v == "full" ? Mode::RecorderFull : Mode::Default};
+    else if (a == "--only-recorder")  // without the bare loop: to profile one configuration alone
+      g_modes = {v == "every" ? Mode::EveryStep : v == "full" ? Mode::RecorderFull : Mode::Default};
+  }
+  torch::set_num_threads(1);  // one training thread, as before; LibTorch's OpenBLAS keeps its own threads
+  if (models == "all" || models == "vae")
+    compare("VAE of examples/vae (784-256-128-16 / 16-128-256-784)", Model::Vae, steps, rounds, batch, out);
+  if (models == "all" || models == "mlp") compare("MLP 784-512-256-10", Model::Mlp, steps, rounds, batch, out);
   fs::remove_all(out);
   return 0;
 }

@@ -1,6 +1,7 @@
 #include "op_observer.h"
 
 #include <ATen/record_function.h>
+#include <torch/csrc/autograd/engine.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -64,7 +65,6 @@ void for_each_tensor(const c10::IValue& v, F&& f) {
 }  // namespace
 
 struct OpObserver::OpContext : at::ObserverContext {
-  bool observed = false;        // a top-level op we look at
   int32_t layer = -1;           // the module this op stands for
   bool replaces = false;        // continues the same module's previous op (its input is that op's output)
   bool parameter_only = false;  // all tensor inputs are parameters: the output is a derived parameter (weight.t())
@@ -122,6 +122,8 @@ void OpObserver::arm(const ArmOptions& options) {
   derived_keep_.clear();
   depth_ = 0;
   next_order_ = 0;
+  paused_ = false;
+  arm_epoch_->fetch_add(1);
   if (!claim_slot()) return;  // more live observers than slots: this one captures nothing
   at::reenableCallback(g_handles[size_t(slot_)]);
   t_active[slot_] = this;
@@ -131,6 +133,8 @@ void OpObserver::arm(const ArmOptions& options) {
 void OpObserver::disarm() {
   if (!armed_) return;
   armed_ = false;
+  paused_ = false;
+  arm_epoch_->fetch_add(1);  // a pending end-of-backward callback must not switch the callback on again
   if (t_active[slot_] == this) t_active[slot_] = nullptr;
   at::disableCallback(g_handles[size_t(slot_)]);
   provenance_.clear();  // releases the pinned TensorImpls
@@ -140,31 +144,55 @@ void OpObserver::disarm() {
 
 std::unique_ptr<at::ObserverContext> OpObserver::on_start(OpObserver* self, const at::RecordFunction& fn) {
   if (!self) return nullptr;
-  // Always return a context, so that on_end sees every op we counted in depth_.
-  auto ctx = std::make_unique<OpContext>();
-  // Autograd nodes open a BACKWARD_FUNCTION scope: the ops they run are nested in it, so never taken for forward ops
-  // (on CPU they run on this thread, and grad mode alone does not tell them apart).
+  // Every op is counted in depth_ (on_end runs for it with or without a context), so that only top-level ops are
+  // taken; only those get a context, the others cost no allocation.
   const bool top = self->depth_++ == 0;
-  if (top && fn.scope() == at::RecordScope::FUNCTION && (self->options_.probe || at::GradMode::is_enabled())) {
-    ctx->observed = true;
-    try {
-      self->start_op(fn, *ctx);
-    } catch (...) {
-      ctx->observed = false;  // an op we cannot read is simply not attributed
-    }
+  // The backward pass runs (its first autograd node, nested in aten::_backward when called through
+  // Tensor::backward): nothing in it is a forward op, so the callback is switched off until it ends. Gradient hooks
+  // still fire.
+  if (fn.scope() == at::RecordScope::BACKWARD_FUNCTION) {
+    self->pause_for_backward();
+    return nullptr;
+  }
+  if (!top) return nullptr;
+  if (!self->options_.probe && !at::GradMode::is_enabled()) return nullptr;  // the optimizer, no_grad code
+  auto ctx = std::make_unique<OpContext>();
+  try {
+    self->start_op(fn, *ctx);
+  } catch (...) {
+    return nullptr;  // an op we cannot read is simply not attributed
   }
   return ctx;
 }
 
 void OpObserver::on_end(OpObserver* self, const at::RecordFunction& fn, at::ObserverContext* base) {
-  auto* ctx = static_cast<OpContext*>(base);
-  if (!self || !ctx) return;
+  if (!self) return;
   if (self->depth_ > 0) --self->depth_;
-  if (!ctx->observed) return;
+  if (!base) return;
   try {
-    self->end_op(fn, *ctx);
+    self->end_op(fn, *static_cast<OpContext*>(base));
   } catch (...) {
   }
+}
+
+void OpObserver::pause_for_backward() {
+  if (paused_) return;
+  // An autograd final callback runs when this backward pass (or autograd::grad call) has finished, before it
+  // returns: ops after it (a second forward, as in a GAN's generator step) are seen again.
+  const std::shared_ptr<std::atomic<uint64_t>> epoch = arm_epoch_;
+  const uint64_t armed_epoch = epoch->load();
+  const at::CallbackHandle handle = g_handles[size_t(slot_)];
+  try {
+    torch::autograd::Engine::get_default_engine().queue_callback([epoch, armed_epoch, handle, this] {
+      if (epoch->load() != armed_epoch) return;  // disarmed (and maybe armed again) since
+      paused_ = false;
+      at::reenableCallback(handle);
+    });
+  } catch (...) {
+    return;  // not inside an autograd pass after all: keep observing
+  }
+  paused_ = true;
+  at::disableCallback(handle);
 }
 
 void OpObserver::start_op(const at::RecordFunction& fn, OpContext& ctx) {

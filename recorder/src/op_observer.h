@@ -10,6 +10,7 @@
 #include <c10/core/TensorImpl.h>
 #include <c10/util/intrusive_ptr.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -97,6 +98,7 @@ class OpObserver {
  private:
   struct OpContext;
   bool claim_slot();
+  void pause_for_backward();
   struct Provenance {
     c10::weak_intrusive_ptr<c10::TensorImpl> keep;  // pins the address while the entry lives
     std::vector<uint32_t> from;                     // layers this tensor was computed from
@@ -118,6 +120,9 @@ class OpObserver {
   std::shared_ptr<CaptureBuffers> buffers_;
   ArmOptions options_;
   bool armed_ = false;
+  std::atomic<bool> paused_{false};  // switched off for the rest of a backward pass (set back on any thread)
+  // Bumped by arm() and disarm(): an end-of-backward callback of an earlier arming does nothing.
+  std::shared_ptr<std::atomic<uint64_t>> arm_epoch_ = std::make_shared<std::atomic<uint64_t>>(0);
   int slot_ = -1;  // callback slot, claimed on first arm()
   int depth_ = 0;
   int next_order_ = 0;

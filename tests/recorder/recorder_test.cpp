@@ -307,6 +307,52 @@ TEST(Recorder, NonFiniteActivationIsLocatedInForwardOrder) {
   EXPECT_EQ(report.origins[0].quantity, Quantity::Activation);
 }
 
+// The observer is switched off during backward passes and on again after each: a second forward after a backward
+// pass (a GAN's generator step, a gradient penalty) is recorded too, and the activation gradients of both passes.
+TEST(Recorder, ForwardAfterABackwardPassInTheSameStepIsRecorded) {
+  torch::manual_seed(6);
+  TempDir tmp;
+  Mlp model(5, 4, 3);
+  const torch::Tensor a = torch::randn({6, 5}), b = torch::randn({10, 5}) + 1;
+  // fc2's output and its gradient for each batch, computed on copies of the parameters before recording (no
+  // optimizer: they do not change).
+  std::vector<torch::Tensor> fc2_out, fc2_grad;
+  for (const torch::Tensor& x : {a, b}) {
+    const torch::Tensor h1 = torch::relu(torch::linear(x, model->fc1->weight.detach(), model->fc1->bias.detach()));
+    torch::Tensor h2 = torch::linear(h1, model->fc2->weight.detach(), model->fc2->bias.detach()).requires_grad_(true);
+    torch::linear(torch::tanh(h2), model->fc3->weight.detach(), model->fc3->bias.detach()).pow(2).mean().backward();
+    fc2_out.push_back(h2.detach());
+    fc2_grad.push_back(h2.grad());
+  }
+  RecorderOptions options;
+  options.interval = 1;
+  options.flight_recorder = false;
+  Recorder rec(model, tmp.path() / "run", options);
+  for (int s = 0; s < 2; ++s) {
+    model->zero_grad();
+    torch::Tensor loss;
+    for (const torch::Tensor& x : {a, b}) {  // two forward/backward passes before step()
+      loss = model->forward(x).pow(2).mean();
+      loss.backward();
+    }
+    EXPECT_TRUE(rec.step(loss).captured);
+  }
+  rec.close();
+  RunReader reader(tmp.path() / "run");
+  const torch::Tensor both = torch::cat(fc2_out), both_grad = torch::cat(fc2_grad);
+  for (int64_t step : {0, 1}) {
+    expect_close(neuron_row(reader, "fc2", Quantity::Activation, Statistic::Mean, step), both.mean(0),
+                 "fc2 activation mean over both passes");
+    expect_close(neuron_row(reader, "fc2", Quantity::Activation, Statistic::Max, step), std::get<0>(both.max(0)),
+                 "fc2 activation max over both passes");
+    const auto summary = reader.read_summaries(layer_id(reader, "fc2"), Quantity::Activation, step, step);
+    ASSERT_EQ(summary.size(), 1u);
+    EXPECT_EQ(summary[0].summary.numel, double(both.numel()));
+    expect_close(neuron_row(reader, "fc2", Quantity::ActivationGrad, Statistic::Mean, step), both_grad.mean(0),
+                 "fc2 activation gradient mean over both backward passes");
+  }
+}
+
 TEST(LossSpikeDetector, FiresOnSpikesOnlyAfterWarmup) {
   detail::LossSpikeDetector d(10, 32, 8);
   for (int i = 0; i < 7; ++i) EXPECT_FALSE(d.observe(i == 3 ? 1e6 : 1.0 - 0.01 * i));

@@ -281,6 +281,31 @@ Moments exact_neuron(const float* x, int64_t outer, int64_t neurons, int64_t inn
   return m;
 }
 
+// Moments of neuron i from its sums over n elements; neurons whose sums are not finite are computed again exactly.
+inline void finish_neuron(const Accumulator& a, double n, const float* x, int64_t outer, int64_t neurons, int64_t inner,
+                          int64_t i, Moments& m) {
+  if (!std::isfinite(a.s1) || !std::isfinite(a.s2)) {
+    m = exact_neuron(x, outer, neurons, inner, i);
+    return;
+  }
+  m.count = n;
+  const double mean_shifted = a.s1 / n;
+  const double var = (a.s2 - a.s1 * mean_shifted) / n;
+  const double sq = n * a.shift * a.shift + 2 * a.shift * a.s1 + a.s2;
+  m.v[kMean] = a.shift + mean_shifted;
+  m.v[kStd] = std::sqrt(std::max(0.0, var));
+  m.v[kMin] = a.mn;
+  m.v[kMax] = a.mx;
+  m.v[kNorm] = std::sqrt(std::max(0.0, sq));
+  m.v[kZero] = a.zero / n;  // divided, as LibTorch does: the same double
+  m.v[kNan] = 0;
+  m.v[kInf] = 0;
+}
+
+inline float shift_of(float first) {
+  return std::isfinite(first) ? first : 0.0f;
+}
+
 }  // namespace
 
 double host_sum_of_squares(const float* x, int64_t n) {
@@ -301,58 +326,60 @@ void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t
     }
     return;
   }
-  // Reused between calls: no allocation once the widest layer was seen.
-  thread_local std::vector<Accumulator> acc;
-  acc.assign(size_t(neurons), Accumulator{});
-  for (int64_t i = 0; i < neurons; ++i) {
-    const float first = x[i * inner];
-    acc[size_t(i)].shift = std::isfinite(first) ? first : 0.0f;
-  }
-  Lanes lanes;
+  const double n = double(count);
   if (inner == 1) {
-    // Neurons are columns of an [outer, neurons] matrix: kLanes neighbouring neurons at a time, down the rows.
-    int64_t j = 0;
+    // Neurons are columns of an [outer, neurons] matrix: kMaxLanes (then kLanes) neighbouring neurons at a time,
+    // down all the rows in one call, so each lane is a whole neuron.
+    Lanes lanes;
     float shift[kMaxLanes];
+    auto take = [&](int64_t j, int width) {
+      for (int l = 0; l < width; ++l) {
+        Accumulator acc;
+        acc.shift = shift[l];
+        fold_lane(lanes, l, acc);
+        finish_neuron(acc, n, x, outer, neurons, inner, j + l, out[j + l]);
+      }
+    };
+    int64_t j = 0;
     for (; j + kMaxLanes <= neurons; j += kMaxLanes) {
-      for (int l = 0; l < kMaxLanes; ++l) shift[l] = float(acc[size_t(j + l)].shift);
+      for (int l = 0; l < kMaxLanes; ++l) shift[l] = shift_of(x[j + l]);
       accumulate_wide(x + j, outer, neurons, shift, &lanes);
-      for (int l = 0; l < kMaxLanes; ++l) fold_lane(lanes, l, acc[size_t(j + l)]);
+      take(j, kMaxLanes);
     }
     for (; j + kLanes <= neurons; j += kLanes) {
-      for (int l = 0; l < kLanes; ++l) shift[l] = float(acc[size_t(j + l)].shift);
+      for (int l = 0; l < kLanes; ++l) shift[l] = shift_of(x[j + l]);
       accumulate_lanes(x + j, outer, neurons, shift, &lanes);
-      for (int l = 0; l < kLanes; ++l) fold_lane(lanes, l, acc[size_t(j + l)]);
+      take(j, kLanes);
     }
-    for (; j < neurons; ++j)
-      for (int64_t o = 0; o < outer; ++o) accumulate_one(x[o * neurons + j], acc[size_t(j)]);
-  } else {
-    // Each neuron owns contiguous runs of `inner` elements.
-    for (int64_t o = 0; o < outer; ++o)
-      for (int64_t i = 0; i < neurons; ++i) {
-        Accumulator& a = acc[size_t(i)];
-        accumulate_run(x + (o * neurons + i) * inner, inner, float(a.shift), a);
-      }
-  }
-  const double n = double(count);
-  for (int64_t i = 0; i < neurons; ++i) {
-    const Accumulator& a = acc[size_t(i)];
-    if (!std::isfinite(a.s1) || !std::isfinite(a.s2)) {
-      out[i] = exact_neuron(x, outer, neurons, inner, i);
-      continue;
+    for (; j < neurons; ++j) {
+      Accumulator acc;
+      acc.shift = shift_of(x[j]);
+      for (int64_t o = 0; o < outer; ++o) accumulate_one(x[o * neurons + j], acc);
+      finish_neuron(acc, n, x, outer, neurons, inner, j, out[j]);
     }
-    Moments& m = out[i];
-    m.count = n;
-    const double var = (a.s2 - a.s1 * (a.s1 / n)) / n;
-    const double sq = n * a.shift * a.shift + 2 * a.shift * a.s1 + a.s2;
-    m.v[kMean] = a.shift + a.s1 / n;
-    m.v[kStd] = std::sqrt(std::max(0.0, var));
-    m.v[kMin] = a.mn;
-    m.v[kMax] = a.mx;
-    m.v[kNorm] = std::sqrt(std::max(0.0, sq));
-    m.v[kZero] = a.zero / n;
-    m.v[kNan] = 0;
-    m.v[kInf] = 0;
+    return;
   }
+  if (outer == 1) {
+    // One contiguous run per neuron (a weight matrix's rows).
+    for (int64_t i = 0; i < neurons; ++i) {
+      Accumulator acc;
+      acc.shift = shift_of(x[i * inner]);
+      accumulate_run(x + i * inner, inner, float(acc.shift), acc);
+      finish_neuron(acc, n, x, outer, neurons, inner, i, out[i]);
+    }
+    return;
+  }
+  // Each neuron owns `outer` runs of `inner` elements (conv activations). Reused between calls: no allocation once
+  // the widest layer was seen.
+  thread_local std::vector<Accumulator> acc;
+  acc.assign(size_t(neurons), Accumulator{});
+  for (int64_t i = 0; i < neurons; ++i) acc[size_t(i)].shift = shift_of(x[i * inner]);
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < neurons; ++i) {
+      Accumulator& a = acc[size_t(i)];
+      accumulate_run(x + (o * neurons + i) * inner, inner, float(a.shift), a);
+    }
+  for (int64_t i = 0; i < neurons; ++i) finish_neuron(acc[size_t(i)], n, x, outer, neurons, inner, i, out[i]);
 }
 
 CallStats compute_neuron_stats(const torch::Tensor& x, int64_t neuron_dim) {
@@ -364,7 +391,8 @@ CallStats compute_neuron_stats(const torch::Tensor& x, int64_t neuron_dim) {
       x.numel() > 0) {
     at::DisableRecordFunctionGuard no_observer;
     torch::NoGradGuard no_grad;
-    const torch::Tensor c = x.detach().contiguous();  // the same tensor unless it is a view with odd strides
+    // Only read: no detached copy of the tensor (an allocation and an op), no copy at all unless the strides are odd.
+    const torch::Tensor c = x.is_contiguous() ? x : x.contiguous();
     int64_t outer = 1, inner = 1;
     for (int64_t d = 0; d < dims; ++d) {
       if (d < neuron_dim) outer *= c.size(d);
@@ -416,21 +444,62 @@ void NeuronTable::add_call(const float* stats, uint32_t n, double count_per_neur
   }
 }
 
-void NeuronTable::add_call(const std::vector<Moments>& moments) {
+void NeuronTable::add_call(const MomentsVector& moments) {
   const auto n = uint32_t(moments.size());
   if (rows.empty() || neurons != n) {
     neurons = n;
-    rows.assign(n, Moments{});
+    rows = moments;
+    return;
   }
   for (uint32_t i = 0; i < n; ++i) rows[i] = merge(rows[i], moments[i]);
 }
 
+void NeuronTable::add_call(MomentsVector&& moments) {
+  if (rows.empty() || neurons != uint32_t(moments.size())) {
+    neurons = uint32_t(moments.size());
+    rows = std::move(moments);  // the usual single call: no merge, no copy
+    return;
+  }
+  add_call(static_cast<const MomentsVector&>(moments));
+}
+
 format::TensorSummary NeuronTable::summary() const {
-  // Two passes over the neurons (no square root or division per neuron): the mean, then the spread of the neurons'
-  // variances and means around it. Infinite means give Inf (or NaN), a NaN or Inf element a NaN standard deviation.
+  format::TensorSummary s;
+  write(0, s, nullptr);
+  return s;
+}
+
+std::vector<float> NeuronTable::values(format::StatisticMask mask) const {
+  format::TensorSummary s;
+  std::vector<float> out;
+  write(mask, s, &out);
+  return out;
+}
+
+void NeuronTable::write(format::StatisticMask mask, format::TensorSummary& s, std::vector<float>* values) const {
+  // Two passes over the neurons (no square root or division per neuron): the values of every selected statistic
+  // and the sums, then the spread of the neurons' variances and means around the mean. A neuron's row is read
+  // once per pass, not once per statistic (the rows of a step are ~1 MB). Infinite means give Inf (or NaN), a NaN
+  // or Inf element a NaN standard deviation.
+  int selected[kStatRows];
+  int nselected = 0;
+  for (int st = 0; st < kStatRows; ++st)
+    if (mask & format::statistic_bit(format::Statistic(st))) selected[nselected++] = st;
+  const size_t n = rows.size();
+  float* out = nullptr;
+  if (values) {
+    values->resize(size_t(nselected) * n);
+    out = values->data();
+  }
   double count = 0, sum = 0, norm2 = 0, zeros = 0, nan = 0, inf = 0, mn = kInfinity, mx = -kInfinity;
   bool nan_extreme = false;
-  for (const Moments& m : rows) {
+  const bool all = nselected == kStatRows;  // the default: a fixed layout the compiler unrolls
+  for (size_t i = 0; i < n; ++i) {
+    const Moments& m = rows[i];
+    if (out && all)
+      for (size_t k = 0; k < size_t(kStatRows); ++k) out[k * n + i] = float(m.v[k]);
+    else if (out)
+      for (int k = 0; k < nselected; ++k) out[size_t(k) * n + i] = float(m.v[size_t(selected[k])]);
     count += m.count;
     sum += m.count * m.v[kMean];
     norm2 += m.v[kNorm] * m.v[kNorm];
@@ -442,9 +511,9 @@ format::TensorSummary NeuronTable::summary() const {
     mn = std::min(mn, m.v[kMin]);
     mx = std::max(mx, m.v[kMax]);
   }
-  format::TensorSummary s;
+  s = format::TensorSummary{};
   s.numel = count;
-  if (count == 0) return s;
+  if (count == 0) return;
   const double mean = sum / count;
   double m2 = 0;
   for (const Moments& m : rows) {
@@ -459,17 +528,6 @@ format::TensorSummary NeuronTable::summary() const {
   s.zero_fraction = zeros / count;
   s.nan_count = nan;
   s.inf_count = inf;
-  return s;
-}
-
-std::vector<float> NeuronTable::values(format::StatisticMask mask) const {
-  std::vector<float> out;
-  out.reserve(rows.size() * size_t(kStatRows));
-  for (int s = 0; s < kStatRows; ++s) {
-    if (!(mask & format::statistic_bit(format::Statistic(s)))) continue;
-    for (const Moments& m : rows) out.push_back(float(m.v[s]));
-  }
-  return out;
 }
 
 bool NeuronTable::finite() const {

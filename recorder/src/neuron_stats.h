@@ -8,6 +8,8 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <vector>
 
 namespace trainscope::detail {
@@ -19,10 +21,33 @@ inline constexpr int kStatRows = format::kStatisticCount;  // rows in format::St
 torch::Tensor neuron_statistics(const torch::Tensor& x, int64_t neuron_dim);
 
 // Statistics of one neuron: mean, std, min, max, norm, zero fraction, NaN and Inf counts, over `count` elements.
+// Trivial, so that a vector of them is allocated without a constructor call per element (Moments{} is all zeros).
 struct Moments {
-  double count = 0;
-  std::array<double, kStatRows> v{};
+  double count;
+  std::array<double, kStatRows> v;
 };
+
+// Leaves new elements uninitialised (resize() does not zero them): every Moments of a step (~1 MB) is written by the
+// kernel right after, so zeroing them first only costs memory traffic.
+template <typename T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  UninitializedAllocator() = default;
+  template <typename U>
+  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;  // default-initialisation: nothing for a trivial type
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using MomentsVector = std::vector<Moments, UninitializedAllocator<Moments>>;
 
 // One pass over contiguous float data laid out [outer, neurons, inner]: neuron i's elements are x[o][i][k] for all
 // o and k (Linear activation [B, N]: outer B, inner 1; conv activation [B, C, H, W]: outer B, inner H*W; weight
@@ -35,9 +60,9 @@ double host_sum_of_squares(const float* x, int64_t n);
 
 // Statistics of one forward call (or one parameter): on the host, or on the device to be fetched later.
 struct CallStats {
-  std::vector<Moments> host;  // one per neuron, when computed on the host
-  torch::Tensor device;       // [kStatRows, neurons] float32 on the tensor's device otherwise
-  double count = 0;           // elements per neuron
+  MomentsVector host;    // one per neuron, when computed on the host
+  torch::Tensor device;  // [kStatRows, neurons] float32 on the tensor's device otherwise
+  double count = 0;      // elements per neuron
   bool defined() const { return !host.empty() || device.defined(); }
 };
 
@@ -51,13 +76,16 @@ Moments merge(const Moments& a, const Moments& b);
 // Host copy of one neuron_statistics() result, or the merge of several calls of the same layer.
 struct NeuronTable {
   uint32_t neurons = 0;
-  std::vector<Moments> rows;  // one per neuron
+  MomentsVector rows;  // one per neuron
 
   void add_call(const float* stats, uint32_t neurons, double count_per_neuron);  // stats: [kStatRows][neurons]
-  void add_call(const std::vector<Moments>& moments);                            // host statistics of one call
+  void add_call(const MomentsVector& moments);                                   // host statistics of one call
+  void add_call(MomentsVector&& moments);                                        // the same, taken over if first
   format::TensorSummary summary() const;
   // Rows of the statistics in `mask`, in Statistic order: the layout of LayerQuantityRecord::neuron_values.
   std::vector<float> values(format::StatisticMask mask) const;
+  // Both at once: `summary`, and into `values` (when given) the rows of the statistics in `mask`.
+  void write(format::StatisticMask mask, format::TensorSummary& summary, std::vector<float>* values) const;
   bool finite() const;
 };
 

@@ -193,6 +193,12 @@ size_t snapshot_bytes(const format::Snapshot& s) {
   return bytes;
 }
 
+// A loss or named scalar on the host: one element is read as it is (no conversion ops), more are averaged.
+double scalar_value(const torch::Tensor& t) {
+  if (t.numel() == 1) return t.item<double>();
+  return t.detach().to(torch::kDouble).mean().item<double>();
+}
+
 std::vector<float> to_host_floats(const torch::Tensor& t) {
   torch::Tensor c = t.detach().to(torch::kCPU, torch::kFloat).contiguous();
   return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
@@ -348,13 +354,20 @@ struct Recorder::Impl {
   };
 
   // Sum of squares of every gradient: on the host for CPU float32 gradients (no LibTorch op), per-parameter norms
-  // in one fused op for the others. A non-finite sum marks the layer whose gradient is bad.
-  double gradient_norm(std::vector<bool>& grad_bad) {
+  // in one fused op for the others. A non-finite sum marks the layer whose gradient is bad. Layers whose squares
+  // the captured statistics already hold (`known`; NaN when unknown, or when NaN: read again, they give NaN) are not
+  // read again.
+  double gradient_norm(std::vector<bool>& grad_bad, const std::vector<double>& known) {
     std::vector<torch::Tensor> grads;
     std::vector<uint32_t> owners;
     grad_bad.assign(modules.size(), false);
     double sum = 0;
-    for (uint32_t id = 0; id < modules.size(); ++id)
+    for (uint32_t id = 0; id < modules.size(); ++id) {
+      if (!known.empty() && !std::isnan(known[id])) {
+        sum += known[id];
+        if (!std::isfinite(known[id])) grad_bad[id] = true;
+        continue;
+      }
       for (const auto& p : modules[id]->parameters(false)) {
         const torch::Tensor& g = p.grad();
         if (!g.defined()) continue;
@@ -367,6 +380,7 @@ struct Recorder::Impl {
           owners.push_back(id);
         }
       }
+    }
     if (!grads.empty()) {
       const torch::Tensor norms = torch::stack(at::_foreach_norm(grads, 2)).to(torch::kCPU, torch::kDouble);
       const double* n = norms.data_ptr<double>();
@@ -401,22 +415,26 @@ struct Recorder::Impl {
   };
 
   // Everything captured for this step as format records: host statistics as they are; device statistics with one
-  // transfer to the host; calls merged on the host.
+  // transfer to the host; calls merged on the host. `grad_squares` gets, per layer, the sum of squares of all its
+  // parameters' gradients when their statistics were computed here (NaN otherwise), for the gradient norm.
   std::vector<format::LayerQuantityRecord> collect(std::vector<bool>& act_bad, std::vector<bool>& param_bad,
-                                                   std::vector<format::FullTensor>& full, bool full_step) {
+                                                   std::vector<format::FullTensor>& full, bool full_step,
+                                                   std::vector<double>& grad_squares) {
     const auto buffers = observer->buffers();
     std::vector<Pending> pending;
     const auto has = [&](Quantity q) { return (options.quantities & quantity_bit(q)) != 0; };
     const auto full_has = [&](Quantity q) { return full_step && (options.full_tensor_quantities & quantity_bit(q)); };
     {
+      // The statistics are moved out: nothing reads this step's buffers after this (late hooks write to them, unread).
       std::lock_guard<std::mutex> lock(buffers->mutex);
       for (uint32_t id = 0; id < buffers->layers.size(); ++id) {
-        const detail::LayerCapture& cap = buffers->layers[id];
+        detail::LayerCapture& cap = buffers->layers[id];
         Pending act{id, Quantity::Activation, {}}, grad{id, Quantity::ActivationGrad, {}};
-        for (const auto& c : cap.activation)
-          if (c.live && c.stats.defined()) act.calls.push_back(c.stats);
-        for (const auto& [call, c] : cap.activation_grad)
-          if (call < cap.activation.size() && cap.activation[call].live && c.defined()) grad.calls.push_back(c);
+        for (auto& c : cap.activation)
+          if (c.live && c.stats.defined()) act.calls.push_back(std::move(c.stats));
+        for (auto& [call, c] : cap.activation_grad)
+          if (call < cap.activation.size() && cap.activation[call].live && c.defined())
+            grad.calls.push_back(std::move(c));
         if (!act.calls.empty()) pending.push_back(std::move(act));
         if (!grad.calls.empty()) pending.push_back(std::move(grad));
         auto add_full = [&](const torch::Tensor& t, Quantity q) {
@@ -433,22 +451,29 @@ struct Recorder::Impl {
         }
       }
     }
+    grad_squares.assign(modules.size(), std::nan(""));
+    std::vector<int> grad_parts(modules.size(), 0);  // gradient quantities of the layer computed on the host
+    std::vector<int> grad_kinds(modules.size(), 0);  // gradient quantities the layer has
     for (uint32_t id = 0; id < modules.size(); ++id) {
       std::vector<torch::Tensor> w, b, wg, bg;
       for (const auto& p : modules[id]->named_parameters(false)) {
         auto& dst = starts_with(p.key(), "bias") ? b : w;
         auto& dst_grad = starts_with(p.key(), "bias") ? bg : wg;
-        dst.push_back(p.value().detach());
-        if (p.value().grad().defined()) dst_grad.push_back(p.value().grad().detach());
+        dst.push_back(p.value());
+        if (p.value().grad().defined()) dst_grad.push_back(p.value().grad());
       }
+      grad_kinds[id] = int(!wg.empty()) + int(!bg.empty());
       auto add = [&](const std::vector<torch::Tensor>& ts, size_t expected, Quantity q) {
         if (ts.empty() || ts.size() != expected || (!has(q) && !full_has(q))) return;
-        const torch::Tensor m = parameter_matrix(ts);
-        if (has(q)) pending.push_back({id, q, {detail::compute_neuron_stats(m, 0)}});
-        if (full_has(q)) {
-          const torch::Tensor original = ts.size() == 1 ? ts.front() : m;
-          full.push_back({id, q, step, original.sizes().vec(), to_host_floats(original), false});
+        // A single parameter is read as it is (neurons along dim 0), without a reshaped view.
+        const torch::Tensor m = ts.size() == 1 ? ts.front() : parameter_matrix(ts);
+        if (has(q)) {
+          pending.push_back({id, q, {}});
+          pending.back().calls.push_back(detail::compute_neuron_stats(m, 0));
+          if ((q == Quantity::WeightGrad || q == Quantity::BiasGrad) && !pending.back().calls.back().host.empty())
+            ++grad_parts[id];
         }
+        if (full_has(q)) full.push_back({id, q, step, m.sizes().vec(), to_host_floats(m), false});
       };
       add(w, w.size(), Quantity::Weight);
       add(b, b.size(), Quantity::Bias);
@@ -468,11 +493,12 @@ struct Recorder::Impl {
     if (!flat.empty()) host = torch::cat(flat).to(torch::kCPU).contiguous();
     const float* data = flat.empty() ? nullptr : host.data_ptr<float>();
     size_t offset = 0;
-    for (const auto& p : pending) {
+    std::vector<double> squares(modules.size(), 0);
+    for (auto& p : pending) {
       detail::NeuronTable table;
-      for (const auto& c : p.calls) {
+      for (auto& c : p.calls) {
         if (!c.host.empty()) {
-          table.add_call(c.host);
+          table.add_call(std::move(c.host));
           continue;
         }
         const auto neurons = uint32_t(c.device.size(1));
@@ -482,16 +508,19 @@ struct Recorder::Impl {
       format::LayerQuantityRecord r;
       r.layer_id = p.layer;
       r.quantity = p.quantity;
-      r.summary = table.summary();
       r.neuron_stats = options.statistics;
       r.neuron_count = table.neurons;
-      r.neuron_values = table.values(options.statistics);
-      if (!table.finite()) {
+      table.write(options.statistics, r.summary, &r.neuron_values);
+      if (r.summary.nan_count != 0 || r.summary.inf_count != 0) {
         if (p.quantity == Quantity::Activation) act_bad[p.layer] = true;
         if (p.quantity == Quantity::Weight || p.quantity == Quantity::Bias) param_bad[p.layer] = true;
       }
+      if (p.quantity == Quantity::WeightGrad || p.quantity == Quantity::BiasGrad)
+        squares[p.layer] += r.summary.norm * r.summary.norm;
       records.push_back(std::move(r));
     }
+    for (uint32_t id = 0; id < modules.size(); ++id)
+      if (grad_kinds[id] > 0 && grad_parts[id] == grad_kinds[id]) grad_squares[id] = squares[id];
     return records;
   }
 
@@ -592,20 +621,29 @@ struct Recorder::Impl {
     const bool captured = captured_this_step && recording;
     report.captured = captured;
 
-    report.loss = !loss.defined() || loss.numel() == 0 ? std::nan("")
-                  : loss.numel() == 1                  ? loss.item<double>()
-                                                       : loss.detach().to(torch::kDouble).mean().item<double>();
+    report.loss = !loss.defined() || loss.numel() == 0 ? std::nan("") : scalar_value(loss);
     format::Snapshot snap;
     snap.step = step;
     snap.scalars.emplace_back("loss", report.loss);
     bool scalars_finite = true;
     for (const auto& s : named) {
-      const double v = s.tensor.defined() ? s.tensor.detach().to(torch::kDouble).mean().item<double>() : s.value;
+      const double v = s.tensor.defined() ? scalar_value(s.tensor) : s.value;
       scalars_finite = scalars_finite && std::isfinite(v);
       snap.scalars.emplace_back(s.name, v);
     }
+
+    std::vector<bool> act_bad, param_bad;
+    std::vector<format::FullTensor> full;
+    std::vector<format::LayerQuantityRecord> records;
+    std::vector<double> grad_squares;
+    if (captured) {
+      records = collect(act_bad, param_bad, full, is_full_step(step), grad_squares);
+      if (is_full_step(step) && options.probe) run_probe(full);
+      update_graph_metadata();
+      ++stats.captured_steps;
+    }
     std::vector<bool> grad_bad;
-    report.grad_norm = gradient_norm(grad_bad);
+    report.grad_norm = gradient_norm(grad_bad, grad_squares);
     snap.scalars.emplace_back("grad_norm", report.grad_norm);
     if (options.optimizer && !options.optimizer->param_groups().empty()) {
       try {
@@ -615,15 +653,6 @@ struct Recorder::Impl {
       }
     }
 
-    std::vector<bool> act_bad, param_bad;
-    std::vector<format::FullTensor> full;
-    std::vector<format::LayerQuantityRecord> records;
-    if (captured) {
-      records = collect(act_bad, param_bad, full, is_full_step(step));
-      if (is_full_step(step) && options.probe) run_probe(full);
-      update_graph_metadata();
-      ++stats.captured_steps;
-    }
     const bool tensors_finite = std::none_of(act_bad.begin(), act_bad.end(), [](bool b) { return b; }) &&
                                 std::none_of(param_bad.begin(), param_bad.end(), [](bool b) { return b; });
     report.finite = std::isfinite(report.loss) && std::isfinite(report.grad_norm) && scalars_finite && tensors_finite;

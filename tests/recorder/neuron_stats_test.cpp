@@ -137,6 +137,34 @@ TEST(OnePassStatistics, WideLanesTailsAndBlockBoundaries) {
   check(1000 + 1e-3 * torch::randn({200, 64}), 1, "large mean [200, 64]");
 }
 
+TEST(OnePassStatistics, MergedCallsAndSelectedRowsMatchLibTorch) {
+  // A module called twice (the second call taken over by move, the first merged into it), and the rows of a subset of
+  // statistics, against LibTorch on both calls' outputs together.
+  const torch::Tensor a = spiked({19, 21}, 0.1, 0.0, 0.0, 70), b = spiked({33, 21}, 0.2, 0.0, 0.0, 71);
+  CallStats first = compute_neuron_stats(a, 1), second = compute_neuron_stats(b, 1);
+  NeuronTable table;
+  table.add_call(std::move(first.host));
+  table.add_call(std::move(second.host));
+  const format::StatisticMask mask = format::statistic_bit(Statistic::Mean) | format::statistic_bit(Statistic::Max) |
+                                     format::statistic_bit(Statistic::ZeroFraction);
+  format::TensorSummary summary;
+  std::vector<float> rows;
+  table.write(mask, summary, &rows);
+  const torch::Tensor both = torch::cat({a, b}, 0);
+  const Reference r = reference(both, 1);
+  ASSERT_EQ(rows.size(), 3u * 21u);
+  for (int64_t i = 0; i < 21; ++i) {
+    EXPECT_NEAR(rows[size_t(i)], r.mean[i].item<double>(), 1e-5) << "mean " << i;
+    EXPECT_EQ(rows[size_t(21 + i)], r.max[i].item<float>()) << "max " << i;
+    EXPECT_NEAR(rows[size_t(42 + i)], r.zero[i].item<double>(), 1e-7) << "zero fraction " << i;
+  }
+  EXPECT_EQ(rows, table.values(mask));
+  EXPECT_EQ(summary.numel, double(both.numel()));
+  EXPECT_NEAR(summary.mean, both.to(torch::kDouble).mean().item<double>(), 1e-6);
+  EXPECT_NEAR(summary.std, both.to(torch::kDouble).std(false).item<double>(), 1e-5);
+  EXPECT_EQ(summary.max, both.max().item<double>());
+}
+
 TEST(OnePassStatistics, Conv2dActivationsMatchLibTorch) {
   for (std::vector<int64_t> shape : {std::vector<int64_t>{4, 6, 5, 5}, {3, 16, 8, 8}, {2, 3, 1, 3}, {5, 9, 7, 11}}) {
     const std::string dims = std::to_string(shape[0]) + "x" + std::to_string(shape[1]) + "x" +

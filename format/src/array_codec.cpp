@@ -468,7 +468,8 @@ namespace {
 void pack_float32(const float* values, uint32_t rows, uint32_t columns, proto::ArrayFilter filter, const float* base,
                   proto::PackedArray* out) {
   std::string* data = out->mutable_data();
-  data->resize(float32_data_bound(size_t(rows) * columns));
+  const size_t count = size_t(rows) * columns;
+  data->resize(filter == proto::DELTA_SPLIT ? float32_data_bound(count) : 4 * count);
   data->resize(pack_float32_into(values, rows, columns, filter, base, reinterpret_cast<uint8_t*>(data->data())));
   out->set_type(proto::FLOAT32);
   out->set_filter(filter);

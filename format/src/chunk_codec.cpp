@@ -242,7 +242,11 @@ ScalarsData decode_scalars(const std::string& payload) {
 }
 
 std::string encode_summaries(SummaryData data) {
-  auto& r = data.records;
+  return encode_summaries_in_place(&data);
+}
+
+std::string encode_summaries_in_place(SummaryData* data) {
+  auto& r = data->records;
   std::stable_sort(r.begin(), r.end(), [](const SummaryRecord& a, const SummaryRecord& b) {
     return std::tie(a.layer_id, a.quantity, a.step) < std::tie(b.layer_id, b.quantity, b.step);
   });
@@ -319,20 +323,109 @@ SummaryData decode_summaries(const std::string& payload) {
   return d;
 }
 
-std::string encode_neuron_stats(const NeuronStatsData& data, Precision precision) {
-  proto::NeuronStatsChunk m;
-  m.set_layer_id(data.layer_id);
-  for (const NeuronBlockData& b : data.blocks) {
-    auto* pb = m.add_blocks();
-    pb->set_quantity(proto::Quantity(b.quantity));
-    pb->set_statistic(proto::Statistic(b.statistic));
-    pb->mutable_steps()->Add(b.steps.begin(), b.steps.end());
+namespace {
+
+// Protobuf's wire format written by hand: the full-tensor chunk's array is packed straight into the payload buffer,
+// where protobuf would copy it twice (into the message, then into the serialized string). Fields in number order,
+// zero values left out, as protobuf writes them; tests check the bytes are the same.
+struct WireWriter {
+  uint8_t* p;
+  void varint(uint64_t v) {
+    while (v >= 0x80) {
+      *p++ = uint8_t(v | 0x80);
+      v >>= 7;
+    }
+    *p++ = uint8_t(v);
+  }
+  void tag(uint32_t field, uint32_t wire_type) { varint(uint64_t(field) << 3 | wire_type); }
+  void number(uint32_t field, uint64_t v) {
+    if (v == 0) return;
+    tag(field, 0);
+    varint(v);
+  }
+};
+
+size_t varint_size(uint64_t v) {
+  size_t n = 1;
+  for (; v >= 0x80; v >>= 7) ++n;
+  return n;
+}
+
+}  // namespace
+
+EncodedPayload encode_neuron_stats(const NeuronStatsData& data, Precision precision, ByteBuffer* buffer) {
+  // Sizes first (every length is known before the bytes: float arrays keep their size), then one pass of writing.
+  struct Block {
+    size_t steps_bytes = 0, array_bytes = 0, bytes = 0, data_bytes = 0;
+    uint64_t type = proto::FLOAT32;
+    bool converted = false;  // to a 16-bit precision, by pack_floats into `lossy`
+    proto::PackedArray lossy;
+  };
+  std::vector<Block> blocks(data.blocks.size());
+  size_t total = data.layer_id ? 1 + varint_size(data.layer_id) : 0;
+  for (size_t i = 0; i < data.blocks.size(); ++i) {
+    const NeuronBlockData& b = data.blocks[i];
+    Block& e = blocks[i];
     // Counts are integers: a lossy precision would change them, so they stay float32.
     const bool exact = b.statistic == Statistic::NanCount || b.statistic == Statistic::InfCount;
-    pack_floats(b.values.data(), uint32_t(b.steps.size()), b.neuron_count, exact ? Precision::Float32 : precision,
-                proto::XOR_PREVIOUS_SHUFFLE, nullptr, pb->mutable_values());
+    const size_t rows = b.steps.size(), count = rows * b.neuron_count;
+    e.data_bytes = count * 4;
+    if (precision != Precision::Float32 && !exact) {
+      pack_floats(b.values.data(), uint32_t(rows), b.neuron_count, precision, proto::XOR_PREVIOUS_SHUFFLE, nullptr,
+                  &e.lossy);
+      e.converted = true;
+      e.data_bytes = e.lossy.data().size();
+      e.type = uint64_t(e.lossy.type());
+    }
+    for (int64_t step : b.steps) e.steps_bytes += varint_size(uint64_t(step));
+    e.array_bytes = (e.type ? 1 + varint_size(e.type) : 0) + 2 + (rows ? 1 + varint_size(rows) : 0) +
+                    (b.neuron_count ? 1 + varint_size(b.neuron_count) : 0) +
+                    (e.data_bytes ? 1 + varint_size(e.data_bytes) + e.data_bytes : 0);
+    e.bytes = (b.quantity != Quantity(0) ? 1 + varint_size(uint64_t(b.quantity)) : 0) +
+              (b.statistic != Statistic(0) ? 1 + varint_size(uint64_t(b.statistic)) : 0) +
+              (rows ? 1 + varint_size(e.steps_bytes) + e.steps_bytes : 0) + 1 + varint_size(e.array_bytes) +
+              e.array_bytes;
+    total += 1 + varint_size(e.bytes) + e.bytes;
   }
-  return m.SerializeAsString();
+  uint8_t* const out = buffer->reserve(total);
+  WireWriter w{out};
+  w.number(1, data.layer_id);
+  for (size_t i = 0; i < data.blocks.size(); ++i) {
+    const NeuronBlockData& b = data.blocks[i];
+    const Block& e = blocks[i];
+    const size_t rows = b.steps.size();
+    w.tag(2, 2);
+    w.varint(e.bytes);
+    w.number(1, uint64_t(b.quantity));
+    w.number(2, uint64_t(b.statistic));
+    if (rows) {
+      w.tag(3, 2);
+      w.varint(e.steps_bytes);
+      for (int64_t step : b.steps) w.varint(uint64_t(step));
+    }
+    w.tag(4, 2);
+    w.varint(e.array_bytes);
+    w.number(1, e.type);
+    w.number(2, proto::XOR_PREVIOUS_SHUFFLE);
+    w.number(3, rows);
+    w.number(4, b.neuron_count);
+    if (e.data_bytes) {
+      w.tag(5, 2);
+      w.varint(e.data_bytes);
+      if (e.converted)
+        std::memcpy(w.p, e.lossy.data().data(), e.data_bytes);
+      else
+        pack_float32_into(b.values.data(), uint32_t(rows), b.neuron_count, proto::XOR_PREVIOUS_SHUFFLE, nullptr, w.p);
+      w.p += e.data_bytes;
+    }
+  }
+  return {out, size_t(w.p - out)};
+}
+
+std::string encode_neuron_stats(const NeuronStatsData& data, Precision precision) {
+  ByteBuffer buffer;
+  const EncodedPayload payload = encode_neuron_stats(data, precision, &buffer);
+  return std::string(reinterpret_cast<const char*>(payload.data), payload.size);
 }
 
 NeuronStatsData decode_neuron_stats(const std::string& payload) {
@@ -381,36 +474,6 @@ NeuronStatsData decode_neuron_stats(const std::string& payload) {
   }
   return d;
 }
-
-namespace {
-
-// Protobuf's wire format written by hand: the full-tensor chunk's array is packed straight into the payload buffer,
-// where protobuf would copy it twice (into the message, then into the serialized string). Fields in number order,
-// zero values left out, as protobuf writes them; tests check the bytes are the same.
-struct WireWriter {
-  uint8_t* p;
-  void varint(uint64_t v) {
-    while (v >= 0x80) {
-      *p++ = uint8_t(v | 0x80);
-      v >>= 7;
-    }
-    *p++ = uint8_t(v);
-  }
-  void tag(uint32_t field, uint32_t wire_type) { varint(uint64_t(field) << 3 | wire_type); }
-  void number(uint32_t field, uint64_t v) {
-    if (v == 0) return;
-    tag(field, 0);
-    varint(v);
-  }
-};
-
-size_t varint_size(uint64_t v) {
-  size_t n = 1;
-  for (; v >= 0x80; v >>= 7) ++n;
-  return n;
-}
-
-}  // namespace
 
 EncodedPayload encode_full_tensor(const FullTensor& tensor, const FullTensor* base, Precision precision,
                                   bool* used_base, ByteBuffer* buffer) {

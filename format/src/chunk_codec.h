@@ -15,6 +15,13 @@
 
 namespace trainscope::format {
 
+// A payload encoded into a caller's ByteBuffer (the writer's hot path: protobuf's message and string copies and
+// zero-filled buffers avoided); the same bytes protobuf would write.
+struct EncodedPayload {
+  const uint8_t* data;
+  size_t size;
+};
+
 struct ScalarsData {
   std::vector<int64_t> steps;
   std::vector<double> wall_time;
@@ -63,6 +70,8 @@ std::string encode_scalars(const ScalarsData& data);
 ScalarsData decode_scalars(const std::string& payload);
 
 std::string encode_summaries(SummaryData data);
+// The same, sorting the caller's records in place (the writer keeps their memory for the next chunk).
+std::string encode_summaries_in_place(SummaryData* data);
 SummaryData decode_summaries(const std::string& payload);
 // The same as columns, into vectors reused from call to call (they keep their capacity).
 struct SummaryColumnData {
@@ -76,6 +85,7 @@ struct SummaryColumnData {
 void decode_summary_columns(const std::string& payload, SummaryColumnData* out);
 
 std::string encode_neuron_stats(const NeuronStatsData& data, Precision precision);
+EncodedPayload encode_neuron_stats(const NeuronStatsData& data, Precision precision, ByteBuffer* buffer);
 NeuronStatsData decode_neuron_stats(const std::string& payload);
 
 // `base` is the previous snapshot of the same tensor, or nullptr for a keyframe. The tensor is coded against it
@@ -84,10 +94,6 @@ std::string encode_full_tensor(const FullTensor& tensor, const FullTensor* base,
                                bool* used_base = nullptr);
 // The same into `buffer` (reused from call to call: no allocation once it is large enough); the payload lies at
 // the returned place inside it.
-struct EncodedPayload {
-  const uint8_t* data;
-  size_t size;
-};
 EncodedPayload encode_full_tensor(const FullTensor& tensor, const FullTensor* base, Precision precision,
                                   bool* used_base, ByteBuffer* buffer);
 // `base(step)` returns the decoded tensor a delta-coded chunk refers to (nullptr if unavailable: FormatError).

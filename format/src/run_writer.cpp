@@ -356,8 +356,8 @@ void RunWriter::Impl::add_snapshot(const Snapshot& s) {
           return b.quantity == r.quantity && b.statistic == stat;
         });
         if (block != layer.blocks.end() && block->neuron_count != r.neuron_count) {
-          emit_neurons(r.layer_id);  // the layer changed size: close the chunk, start a new one
-          block = layer.blocks.end();
+          if (!block->steps.empty()) emit_neurons(r.layer_id);  // the layer changed size: close the chunk
+          block->neuron_count = r.neuron_count;
         }
         if (block == layer.blocks.end()) {
           layer.blocks.push_back({r.quantity, stat, r.neuron_count, {}, {}});
@@ -407,16 +407,25 @@ void RunWriter::Impl::emit_summaries() {
   if (summaries.records.empty()) return;
   int64_t lo = summaries.records.front().step, hi = lo;
   for (const auto& r : summaries.records) lo = std::min(lo, r.step), hi = std::max(hi, r.step);
-  const std::string payload = encode_summaries(std::move(summaries));
-  summaries = {};
+  const std::string payload = encode_summaries_in_place(&summaries);
+  summaries.records.clear();  // its capacity serves the next chunk
   write({uint16_t(ChunkType::LayerSummary), 0, kNoLayer, 0, lo, hi}, payload);
 }
 
 void RunWriter::Impl::emit_neurons(uint32_t layer_id) {
   auto it = neurons.find(layer_id);
   if (it == neurons.end()) return;
-  NeuronStatsData data = std::move(it->second);
-  neurons.erase(it);
+  // The blocks holding rows go into the chunk; their vectors come back emptied, so that the next chunk of the
+  // layer fills memory already in place instead of growing new vectors (page faults and copies).
+  NeuronStatsData& layer = it->second;
+  NeuronStatsData data;
+  data.layer_id = layer_id;
+  std::vector<size_t> taken;
+  for (size_t i = 0; i < layer.blocks.size(); ++i)
+    if (!layer.blocks[i].steps.empty()) {
+      taken.push_back(i);
+      data.blocks.push_back(std::move(layer.blocks[i]));
+    }
   if (data.blocks.empty()) return;
   int64_t lo = INT64_MAX, hi = INT64_MIN;
   uint32_t quantities = 0;
@@ -424,14 +433,21 @@ void RunWriter::Impl::emit_neurons(uint32_t layer_id) {
     quantities |= 1u << unsigned(b.quantity);
     for (int64_t s : b.steps) lo = std::min(lo, s), hi = std::max(hi, s);
   }
-  write({uint16_t(ChunkType::NeuronStats), 0, layer_id, quantities, lo, hi},
-        encode_neuron_stats(data, options.precision));
+  const EncodedPayload payload = encode_neuron_stats(data, options.precision, &payload_buffer);
+  for (size_t j = 0; j < taken.size(); ++j) {
+    NeuronBlockData& block = layer.blocks[taken[j]];
+    block.steps = std::move(data.blocks[j].steps);
+    block.values = std::move(data.blocks[j].values);
+    block.steps.clear();
+    block.values.clear();
+  }
+  write({uint16_t(ChunkType::NeuronStats), 0, layer_id, quantities, lo, hi}, payload.data, payload.size);
 }
 
 void RunWriter::Impl::emit_all() {
   emit_scalars();
   emit_summaries();
-  while (!neurons.empty()) emit_neurons(neurons.begin()->first);
+  for (const auto& [layer_id, layer] : neurons) emit_neurons(layer_id);
   buffered = false;
 }
 

@@ -1,6 +1,6 @@
 // DELTA_SPLIT (format 1.2): full tensors coded as the integer difference from their previous snapshot, cut per
-// element at a place set by the base's exponent. Bit-exact for every float, safe on damaged data, and the writer's
-// payload is the same bytes protobuf would write.
+// element at a place set by the base's exponent. Bit-exact for every float, safe on damaged data; and the payloads
+// the writer writes by hand (full tensors, neuron statistics) are the bytes protobuf would write.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -174,6 +174,34 @@ TEST(DeltaSplit, HandWrittenFullTensorPayloadIsProtobufs) {
   const FullTensor deep{1, Quantity::Activation, 3, {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2}, {1.0f, 2.0f}, false};
   ASSERT_TRUE(m.ParseFromString(encode_full_tensor(deep, nullptr, Precision::Float32)));
   EXPECT_EQ(m.shape_size(), 13);
+}
+
+// The writer's neuron-stats payloads are written by hand too.
+TEST(DeltaSplit, HandWrittenNeuronStatsPayloadIsProtobufs) {
+  NeuronStatsData data;
+  data.layer_id = 3;
+  data.blocks.push_back({Quantity::Activation, Statistic::Mean, 4, {0, 10, 200}, {}});
+  data.blocks.push_back({Quantity::WeightGrad, Statistic::NanCount, 4, {10, 200000}, {}});
+  data.blocks.push_back({Quantity::Bias, Statistic::Max, 2, {}, {}});  // no rows
+  for (auto& b : data.blocks)
+    for (size_t i = 0; i < b.steps.size() * b.neuron_count; ++i) b.values.push_back(std::sin(float(i)) * 3.0f);
+  for (Precision precision : {Precision::Float32, Precision::BFloat16, Precision::Float16})
+    for (uint32_t layer : {0u, 3u}) {
+      data.layer_id = layer;
+      proto::NeuronStatsChunk m;
+      m.set_layer_id(layer);
+      for (const NeuronBlockData& b : data.blocks) {
+        auto* pb = m.add_blocks();
+        pb->set_quantity(proto::Quantity(b.quantity));
+        pb->set_statistic(proto::Statistic(b.statistic));
+        pb->mutable_steps()->Add(b.steps.begin(), b.steps.end());
+        const bool exact = b.statistic == Statistic::NanCount;
+        pack_floats(b.values.data(), uint32_t(b.steps.size()), b.neuron_count, exact ? Precision::Float32 : precision,
+                    proto::XOR_PREVIOUS_SHUFFLE, nullptr, pb->mutable_values());
+      }
+      EXPECT_EQ(encode_neuron_stats(data, precision), m.SerializeAsString())
+          << "precision " << int(precision) << " layer " << layer;
+    }
 }
 
 }  // namespace

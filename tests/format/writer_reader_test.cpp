@@ -224,6 +224,56 @@ TEST(WriterReader, ReadingOneLayerDecompressesOnlyItsChunks) {
   EXPECT_GT(r.cache_stats().hits, 0u);
 }
 
+// The writer keeps each layer's buffers from chunk to chunk: a layer that changes size, or a quantity that stops,
+// must not leak rows into the next chunk.
+TEST(WriterReader, NeuronChunksAfterAResizeHoldExactlyTheirRows) {
+  TempDir dir;
+  RunMetadata m = small_model_metadata(8);
+  WriterOptions options;
+  options.chunk_bytes = 4 << 10;  // many chunks per layer
+  auto record = [](int64_t step, uint32_t neurons, Quantity q) {
+    LayerQuantityRecord r;
+    r.layer_id = 2;
+    r.quantity = q;
+    r.neuron_stats = statistic_bit(Statistic::Mean);
+    r.neuron_count = neurons;
+    for (uint32_t n = 0; n < neurons; ++n) r.neuron_values.push_back(float(step * 1000 + n));
+    return r;
+  };
+  {
+    RunWriter w(dir.path(), m, options);
+    for (int64_t s = 0; s < 120; ++s) {
+      Snapshot snap;
+      snap.step = s;
+      snap.layers.push_back(record(s, s < 60 ? 8 : 12, Quantity::Activation));
+      if (s < 30) snap.layers.push_back(record(s, 8, Quantity::Weight));
+      ASSERT_TRUE(w.append(std::move(snap)));
+    }
+  }
+  RunReader r(dir.path());
+  for (const ChunkInfo& c : r.chunks()) {
+    if (c.type != 4) continue;
+    EXPECT_TRUE(c.last_step < 60 || c.first_step >= 60) << "a chunk mixes the two sizes";
+  }
+  struct Expected {
+    Quantity q;
+    int64_t first, last;
+    uint32_t neurons;
+  };
+  for (const Expected& e : {Expected{Quantity::Activation, 0, 59, 8}, Expected{Quantity::Activation, 60, 119, 12},
+                            Expected{Quantity::Weight, 0, 29, 8}}) {
+    auto series = r.read_neuron_series(2, e.q, Statistic::Mean, e.first, 200);
+    ASSERT_TRUE(series);
+    EXPECT_EQ(series->neuron_count, e.neurons);
+    ASSERT_EQ(series->steps.size(), size_t(e.last - e.first + 1));
+    for (size_t i = 0; i < series->steps.size(); ++i) {
+      ASSERT_EQ(series->steps[i], e.first + int64_t(i));
+      for (uint32_t n = 0; n < e.neurons; ++n)
+        ASSERT_EQ(series->values[i * e.neurons + n], float(series->steps[i] * 1000 + n));
+    }
+  }
+}
+
 TEST(WriterReader, CacheStaysWithinItsBound) {
   TempDir dir;
   WriterOptions options;

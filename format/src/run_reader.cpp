@@ -4,11 +4,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
+#include <exception>
 #include <list>
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
@@ -55,9 +58,113 @@ struct Borrowed {
   Borrowed& operator=(const Borrowed&) = delete;
 };
 
+// A chunk's decoded columns as the visitor sees them.
+SummaryColumns columns_of(const ChunkInfo& c, const SummaryColumnData& data) {
+  SummaryColumns columns;
+  columns.first_step = c.first_step;
+  columns.last_step = c.last_step;
+  columns.size = data.size();
+  columns.layer_id = data.layer_id.data();
+  columns.quantity = data.quantity.data();
+  columns.step = data.step.data();
+  columns.has_neuron_stats = data.has_neuron_stats.data();
+  for (int f = 0; f <= kStatisticCount; ++f) columns.field[f] = data.field[f].data();
+  return columns;
+}
+
 bool overlaps(const ChunkInfo& c, int64_t first, int64_t last) {
   return c.last_step >= first && c.first_step <= last;
 }
+
+// Reads, decompresses and decodes a list of layer-summary chunks on a thread of its own, up to `depth` chunks ahead
+// of the caller, into buffers passed back and forth. It never touches the reader: it works on duplicates of the segment
+// descriptors and on copies of the chunk infos, so that a reader call made by the visitor meanwhile (a refresh, say,
+// which reopens segments) cannot pull them away from under it.
+class ChunkReadAhead {
+ public:
+  struct Job {
+    int fd;  // a duplicate owned by the read-ahead, or -1
+    std::filesystem::path path;
+    ChunkInfo chunk;
+  };
+  struct Slot {
+    std::string framed, raw;
+    SummaryColumnData columns;
+    size_t stored_read = 0, raw_produced = 0;  // for the reader's statistics: what read_payload would have counted
+    std::exception_ptr error;                  // the chunk is unreadable: what reading or decoding it threw
+  };
+
+  // `fds`: the duplicates the jobs read, closed at the end.
+  ChunkReadAhead(std::vector<Job> jobs, std::vector<int> fds, size_t depth)
+      : jobs_(std::move(jobs)), fds_(std::move(fds)), slots_(depth) {
+    worker_ = std::thread([this] { run(); });
+  }
+  ~ChunkReadAhead() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    changed_.notify_all();
+    worker_.join();
+    for (int fd : fds_) ::close(fd);
+  }
+  ChunkReadAhead(const ChunkReadAhead&) = delete;
+  ChunkReadAhead& operator=(const ChunkReadAhead&) = delete;
+
+  // The next job's result, once the worker has it; valid until release().
+  Slot& next() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [&] { return produced_ > consumed_; });
+    return slots_[consumed_ % slots_.size()];
+  }
+  void release() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++consumed_;
+    }
+    changed_.notify_all();
+  }
+
+ private:
+  void run() {
+    for (size_t j = 0; j < jobs_.size(); ++j) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        changed_.wait(lock, [&] { return stop_ || j - consumed_ < slots_.size(); });
+        if (stop_) return;
+      }
+      // The slot is the worker's alone until it is counted as produced.
+      Slot& slot = slots_[j % slots_.size()];
+      const Job& job = jobs_[j];
+      slot.stored_read = slot.raw_produced = 0;
+      slot.error = nullptr;
+      try {
+        if (job.fd < 0) throw FormatError(job.path.string() + ": cannot open");
+        read_framed_chunk(job.fd, job.path, job.chunk, &slot.framed);
+        slot.stored_read = slot.framed.size();
+        decompress_chunk(job.path, job.chunk, slot.framed, &slot.raw);
+        slot.raw_produced = slot.raw.size();
+        decode_summary_columns(slot.raw, &slot.columns);
+      } catch (...) {
+        slot.error = std::current_exception();
+      }
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++produced_;
+      }
+      changed_.notify_all();
+    }
+  }
+
+  std::vector<Job> jobs_;
+  std::vector<int> fds_;
+  std::vector<Slot> slots_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  size_t produced_ = 0, consumed_ = 0;  // jobs done by the worker, and taken back by the caller
+  bool stop_ = false;
+  std::thread worker_;
+};
 
 size_t decoded_bytes(const Decoded& d, const ChunkInfo& c) {
   if (const auto* n = std::get_if<NeuronStatsData>(&d)) return n->byte_size() + 256;
@@ -115,6 +222,8 @@ struct RunReader::Impl {
   void read_payload(const ChunkInfo& c, std::string* framed, std::string* raw);
   // A layer-summary chunk as columns, from the cache if it is there, else decoded into `out` without caching.
   bool summary_columns(size_t chunk_index, SummaryColumnData* out);
+  // Whether a chunk the read-ahead has read is readable (its problem reported if not), its reading counted.
+  bool read_ahead_ok(size_t chunk_index, const ChunkReadAhead::Slot& read);
   void remember(const Key& key, std::shared_ptr<const Decoded> value, size_t bytes);
   void report(const ChunkInfo& c, const std::string& message) {
     if (!reported.insert({c.segment, c.offset}).second) return;
@@ -301,6 +410,18 @@ bool RunReader::Impl::summary_columns(size_t chunk_index, SummaryColumnData* out
     report(c, e);
     return false;
   }
+}
+
+bool RunReader::Impl::read_ahead_ok(size_t chunk_index, const ChunkReadAhead::Slot& read) {
+  stats.stored_bytes_read += read.stored_read;
+  stats.raw_bytes_decompressed += read.raw_produced;
+  if (!read.error) return true;
+  try {
+    std::rethrow_exception(read.error);
+  } catch (const FormatError& e) {
+    report(chunks[chunk_index], e);
+  }
+  return false;
 }
 
 void RunReader::Impl::read_payload(const ChunkInfo& c, std::string* framed, std::string* raw) {
@@ -540,19 +661,44 @@ void RunReader::for_each_summary_chunk(int64_t first_step, int64_t last_step, co
   std::lock_guard<std::recursive_mutex> lock(impl_->mutex);
   Borrowed<SummaryColumnData> scratch(impl_->summary_column_buffer);  // a nested call gets columns of its own
   SummaryColumnData& data = scratch.value;
-  for (size_t i : impl_->summary_chunks) {
+  std::vector<size_t> wanted;
+  for (size_t i : impl_->summary_chunks)
+    if (overlaps(impl_->chunks[i], first_step, last_step)) wanted.push_back(i);
+  // The chunks not in the cache now are read ahead; the others are taken from the cache as they come.
+  std::vector<bool> ahead_of_time(wanted.size(), false);
+  std::unique_ptr<ChunkReadAhead> ahead;
+  if (impl_->options.read_ahead) {
+    std::vector<ChunkReadAhead::Job> jobs;
+    std::map<uint32_t, int> by_segment;  // segment -> the duplicate of its descriptor
+    std::vector<int> fds;
+    for (size_t k = 0; k < wanted.size(); ++k) {
+      const ChunkInfo& c = impl_->chunks[wanted[k]];
+      if (impl_->cache.count({c.segment, c.offset})) continue;
+      auto fd = by_segment.find(c.segment);
+      if (fd == by_segment.end()) {
+        const int own = impl_->segments[c.segment].fd;
+        fd = by_segment.emplace(c.segment, own < 0 ? -1 : ::fcntl(own, F_DUPFD_CLOEXEC, 0)).first;
+        if (fd->second >= 0) fds.push_back(fd->second);
+      }
+      jobs.push_back({fd->second, impl_->segments[c.segment].path, c});
+      ahead_of_time[k] = true;
+    }
+    if (jobs.size() >= 2) {  // a second thread for one chunk would only add its start-up
+      ahead = std::make_unique<ChunkReadAhead>(std::move(jobs), std::move(fds), 4);
+    } else {
+      for (int fd : fds) ::close(fd);
+      std::fill(ahead_of_time.begin(), ahead_of_time.end(), false);
+    }
+  }
+  for (size_t k = 0; k < wanted.size(); ++k) {
+    const size_t i = wanted[k];
     const ChunkInfo& c = impl_->chunks[i];
-    if (!overlaps(c, first_step, last_step) || !impl_->summary_columns(i, &data)) continue;
-    SummaryColumns columns;
-    columns.first_step = c.first_step;
-    columns.last_step = c.last_step;
-    columns.size = data.size();
-    columns.layer_id = data.layer_id.data();
-    columns.quantity = data.quantity.data();
-    columns.step = data.step.data();
-    columns.has_neuron_stats = data.has_neuron_stats.data();
-    for (int f = 0; f <= kStatisticCount; ++f) columns.field[f] = data.field[f].data();
-    visit(columns);
+    const SummaryColumnData* decoded = nullptr;
+    ChunkReadAhead::Slot* read = ahead_of_time[k] ? &ahead->next() : nullptr;
+    if (read ? impl_->read_ahead_ok(i, *read) : impl_->summary_columns(i, &data))
+      decoded = read ? &read->columns : &data;
+    if (decoded) visit(columns_of(c, *decoded));
+    if (read) ahead->release();
   }
 }
 

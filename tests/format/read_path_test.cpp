@@ -1,19 +1,22 @@
 // The read path's fast decoding: SIMD unshuffling and row XOR at every length and width, the wire-format reader
 // that decodes arrays where they lie in the payload (against protobuf's own parser, on every wire form protobuf
-// accepts), and the reader's no-copy tensor API.
+// accepts), the reader's no-copy tensor API, and summary chunks read ahead on a second thread.
 #include <gtest/gtest.h>
 #include <trainscope/format/run_reader.h>
 #include <trainscope/format/run_writer.h>
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "array_codec.h"
 #include "chunk_codec.h"
+#include "segment.h"
 #include "test_support.h"
 #include "trainscope.pb.h"
 
@@ -382,6 +385,130 @@ TEST(ReadPath, SummaryChunksAsColumnsHoldWhatTheRecordsHold) {
     // Decoded without the cache: read from the file again, and nothing kept.
     EXPECT_EQ(r.cache_stats().stored_bytes_read > read_before, !cached);
   }
+}
+
+// One pass of for_each_summary_chunk as plain data: every chunk's step range and records, and the reader's
+// problems and read counters afterwards.
+struct SummaryPass {
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  std::vector<std::tuple<uint32_t, Quantity, int64_t, uint8_t>> keys;
+  std::vector<uint64_t> values;  // every field's bits, record after record
+  std::vector<std::string> problems;
+  uint64_t stored_read = 0, raw_decompressed = 0;
+};
+
+void add_chunk(const SummaryColumns& c, SummaryPass* pass) {
+  pass->ranges.emplace_back(c.first_step, c.last_step);
+  for (size_t k = 0; k < c.size; ++k) {
+    pass->keys.emplace_back(c.layer_id[k], c.quantity[k], c.step[k], c.has_neuron_stats[k]);
+    for (int f = 0; f <= kStatisticCount; ++f) pass->values.push_back(bits(c.field[f][k]));
+  }
+}
+
+void finish_pass(const RunReader& r, const CacheStats& before, SummaryPass* pass) {
+  for (const Problem& p : r.problems()) pass->problems.push_back(p.message);
+  pass->stored_read = r.cache_stats().stored_bytes_read - before.stored_bytes_read;
+  pass->raw_decompressed = r.cache_stats().raw_bytes_decompressed - before.raw_bytes_decompressed;
+}
+
+void expect_same_pass(const SummaryPass& got, const SummaryPass& want, const std::string& what) {
+  EXPECT_EQ(got.ranges, want.ranges) << what;
+  EXPECT_EQ(got.keys, want.keys) << what;
+  EXPECT_EQ(got.values, want.values) << what;
+  EXPECT_EQ(got.problems, want.problems) << what;
+  EXPECT_EQ(got.stored_read, want.stored_read) << what;
+  EXPECT_EQ(got.raw_decompressed, want.raw_decompressed) << what;
+}
+
+TEST(ReadPath, SummaryChunksReadAheadEqualTheOnesReadInTurn) {
+  testing::TempDir dir;
+  const RunMetadata m = testing::small_model_metadata(4);
+  WriterOptions options;
+  options.chunk_bytes = 4 << 10;  // many layer-summary chunks
+  {
+    RunWriter w(dir.path(), m, options);
+    for (int s = 0; s < 400; ++s) ASSERT_TRUE(w.append(testing::synthetic_snapshot(s, 4, m, s % 10 == 0)));
+  }
+  // Two damaged summary chunks: one whose checksum fails (found by the read-ahead thread), and one in a second
+  // segment whose payload is cut short although its checksum holds (found by the decoding on the calling thread).
+  const std::filesystem::path segment = dir.path() / "segment-000000.tss";
+  std::vector<ChunkInfo> summaries;
+  {
+    const RunReader written(dir.path());
+    for (const ChunkInfo& c : written.chunks())
+      if (c.type == uint16_t(ChunkType::LayerSummary)) summaries.push_back(c);
+  }
+  ASSERT_GT(summaries.size(), 8u);
+  {
+    std::vector<uint8_t> bytes = testing::read_file(segment);
+    bytes[summaries[3].offset + kChunkHeaderSize + summaries[3].stored_size / 2] ^= 0x40;
+    testing::write_file(segment, bytes);
+    SegmentFileWriter more(dir.path() / segment_file_name(1), 1, 3);
+    ChunkHeader h;
+    h.type = uint16_t(ChunkType::LayerSummary);
+    h.first_step = h.last_step = 1000;
+    more.write_chunk(h, std::string("\x0a\x10", 2));  // a packed column cut short
+    more.close();
+  }
+
+  const auto pass = [&](bool read_ahead, const std::function<void(RunReader&)>& warm,
+                        const std::function<void(RunReader&, const SummaryColumns&)>& during) {
+    ReaderOptions o;
+    o.read_ahead = read_ahead;
+    RunReader r(dir.path(), o);
+    warm(r);
+    const CacheStats before = r.cache_stats();
+    SummaryPass out;
+    r.for_each_summary_chunk(INT64_MIN, INT64_MAX, [&](const SummaryColumns& c) {
+      add_chunk(c, &out);
+      during(r, c);
+    });
+    finish_pass(r, before, &out);
+    return out;
+  };
+  const auto nothing = [](RunReader&) {};
+  const auto quiet = [](RunReader&, const SummaryColumns&) {};
+  const SummaryPass in_turn = pass(false, nothing, quiet);
+  EXPECT_EQ(in_turn.ranges.size(), summaries.size() - 1) << "the damaged chunks are skipped";
+  ASSERT_EQ(in_turn.problems.size(), 2u);
+  EXPECT_NE(in_turn.problems[0].find("checksum"), std::string::npos) << in_turn.problems[0];
+  EXPECT_NE(in_turn.problems[0].find(std::to_string(summaries[3].offset)), std::string::npos) << in_turn.problems[0];
+  EXPECT_NE(in_turn.problems[1].find(segment_file_name(1)), std::string::npos) << in_turn.problems[1];
+  expect_same_pass(pass(true, nothing, quiet), in_turn, "read ahead");
+
+  // Some chunks in the cache (those of step 100's snapshot): those come from the cache, the others from the
+  // read-ahead, in file order all the same; nothing is read twice.
+  const auto warm = [](RunReader& r) { (void)r.read_snapshot(100); };
+  const SummaryPass warm_in_turn = pass(false, warm, quiet);
+  EXPECT_LT(warm_in_turn.stored_read, in_turn.stored_read);
+  expect_same_pass(pass(true, warm, quiet), warm_in_turn, "read ahead, partly cached");
+
+  // The visitor calls the reader meanwhile (the read-ahead works on descriptors of its own).
+  const auto busy = [](RunReader& r, const SummaryColumns&) {
+    (void)r.read_scalars(0, 10);
+    (void)r.refresh();
+    r.clear_cache();
+  };
+  SummaryPass busy_ahead = pass(true, nothing, busy);
+  busy_ahead.stored_read = in_turn.stored_read, busy_ahead.raw_decompressed = in_turn.raw_decompressed;
+  expect_same_pass(busy_ahead, in_turn, "read ahead, the visitor reading too");
+
+  // A visitor that throws stops the pass (and the read-ahead thread); the reader goes on working.
+  ReaderOptions o;
+  RunReader r(dir.path(), o);
+  size_t visited = 0;
+  EXPECT_THROW(r.for_each_summary_chunk(INT64_MIN, INT64_MAX,
+                                        [&](const SummaryColumns&) {
+                                          if (++visited == 2) throw std::runtime_error("stop");
+                                        }),
+               std::runtime_error);
+  EXPECT_EQ(visited, 2u);
+  SummaryPass again;
+  const CacheStats before = r.cache_stats();
+  r.for_each_summary_chunk(INT64_MIN, INT64_MAX, [&](const SummaryColumns& c) { add_chunk(c, &again); });
+  finish_pass(r, before, &again);
+  again.stored_read = in_turn.stored_read, again.raw_decompressed = in_turn.raw_decompressed;
+  expect_same_pass(again, in_turn, "after a visitor threw");
 }
 
 }  // namespace

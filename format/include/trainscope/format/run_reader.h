@@ -17,6 +17,9 @@ namespace trainscope::format {
 
 struct ReaderOptions {
   size_t cache_bytes = size_t(512) << 20;  // bound of the decoded-chunk cache
+  // for_each_summary_chunk reads and decompresses the next chunks on a second thread while the visitor works on
+  // one (a few chunks ahead, in buffers of their own). Off: everything on the calling thread.
+  bool read_ahead = true;
 };
 
 // Something wrong found in the files: a torn tail, a corrupt chunk, a missing footer. Reading goes on past it.
@@ -133,7 +136,9 @@ class RunReader {
   void for_each_summary(int64_t first_step, int64_t last_step, const SummaryVisitor& visit);
   // Every layer-summary chunk overlapping [first_step, last_step], in file order, whole (records outside the range
   // included), as columns: decoded into memory reused from chunk to chunk and not kept in the cache, so that one
-  // pass over a long run costs the decompression and little else. For analyses of the whole run.
+  // pass over a long run costs the decompression and little else. For analyses of the whole run. With
+  // ReaderOptions::read_ahead, the chunks are read and decompressed on a second thread, ahead of the visitor; they
+  // are decoded and visited on the calling thread, in the same order, with the same problems reported.
   using SummaryChunkVisitor = std::function<void(const SummaryColumns& chunk)>;
   void for_each_summary_chunk(int64_t first_step, int64_t last_step, const SummaryChunkVisitor& visit);
 

@@ -381,6 +381,100 @@ void decode_delta_split(const PackedArrayView& a, const uint8_t* base, uint8_t* 
   decode_delta_split_body(a, base, dst);
 }
 
+// Declared here, defined with the low-rank coder below.
+void predict_low_rank(const uint8_t* basis, const uint8_t* coefficients, size_t rows, size_t columns, size_t rank,
+                      uint8_t* out);
+
+// LOW_RANK_SPLIT: a matrix G (rows x columns) predicted as B V, B = `rank` of its own columns (stored), V their
+// coefficients (rank x columns float32, stored), the residual against the prediction coded as DELTA_SPLIT. A Linear
+// layer's weight gradient is a sum of one outer product per sample of the batch: of rank at most the batch size.
+constexpr size_t kLowRankHeader = 12;  // rows, columns, rank: uint32 each
+constexpr uint32_t kLowRankMaxRank = 1024;
+
+// The prediction, the same bit for bit wherever it runs: every product of two floats is exact in double, each sum
+// is taken in the same order (k = 0, 1, ...; vectorised across j only), subnormal inputs count as zero and a result
+// that is not a normal float becomes zero, so neither flush-to-zero modes nor fused multiply-adds change it.
+TRAINSCOPE_INLINE_BODY void predict_low_rank_body(const uint8_t* basis, const uint8_t* coefficients, size_t rows,
+                                                  size_t columns, size_t rank, uint8_t* out) {
+  std::vector<double> v(rank * columns), sum(columns);
+  const auto to_double = [](uint32_t bits) {
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return (bits & 0x7F800000u) ? double(f) : 0.0;  // a subnormal (or zero) input is zero
+  };
+  for (size_t i = 0; i < rank * columns; ++i) v[i] = to_double(load32(coefficients + 4 * i));
+  for (size_t i = 0; i < rows; ++i) {
+    std::fill(sum.begin(), sum.end(), 0.0);
+    for (size_t k = 0; k < rank; ++k) {
+      const double b = to_double(load32(basis + 4 * (i * rank + k)));
+      const double* vk = v.data() + k * columns;
+      for (size_t j = 0; j < columns; ++j) sum[j] += b * vk[j];
+    }
+    for (size_t j = 0; j < columns; ++j) {
+      const double p = sum[j];
+      const bool normal = std::fabs(p) >= 0x1p-126 && std::fabs(p) < 0x1p128;
+      const float f = normal ? float(p) : 0.0f;
+      std::memcpy(out + 4 * (i * columns + j), &f, 4);
+    }
+  }
+}
+
+#ifdef TRAINSCOPE_AVX2_BMI2
+__attribute__((target("avx2,bmi2"))) void predict_low_rank_avx2(const uint8_t* basis, const uint8_t* coefficients,
+                                                                size_t rows, size_t columns, size_t rank,
+                                                                uint8_t* out) {
+  predict_low_rank_body(basis, coefficients, rows, columns, rank, out);
+}
+#endif
+
+void predict_low_rank(const uint8_t* basis, const uint8_t* coefficients, size_t rows, size_t columns, size_t rank,
+                      uint8_t* out) {
+#ifdef TRAINSCOPE_AVX2_BMI2
+  if (has_avx2_bmi2()) return predict_low_rank_avx2(basis, coefficients, rows, columns, rank, out);
+#endif
+  predict_low_rank_body(basis, coefficients, rows, columns, rank, out);
+}
+
+struct LowRankLayout {
+  uint32_t rows = 0, columns = 0, rank = 0;
+  const uint8_t* coefficients = nullptr;  // rank x columns float32, shuffled
+  const uint8_t* basis = nullptr;         // rows x rank float32, shuffled
+  PackedArrayView residual;               // DELTA_SPLIT of rows x columns against the prediction
+};
+
+LowRankLayout low_rank_layout(const PackedArrayView& a) {
+  LowRankLayout l;
+  if (a.size < kLowRankHeader) throw FormatError("LOW_RANK_SPLIT array holds no header");
+  l.rows = load32(a.data), l.columns = load32(a.data + 4), l.rank = load32(a.data + 8);
+  if (uint64_t(l.rows) * l.columns != a.count() || l.rank == 0 || l.rank > std::min(l.rows, l.columns) ||
+      l.rank > kLowRankMaxRank)
+    throw FormatError("LOW_RANK_SPLIT array of " + std::to_string(a.count()) + " elements names a " +
+                      std::to_string(l.rows) + "x" + std::to_string(l.columns) + " matrix of rank " +
+                      std::to_string(l.rank));
+  const uint64_t factors = 4 * uint64_t(l.rank) * (uint64_t(l.columns) + l.rows);
+  if (a.size - kLowRankHeader < factors + 1 + a.count())
+    throw FormatError("LOW_RANK_SPLIT array of " + std::to_string(a.size) + " bytes is too short for its factors");
+  l.coefficients = a.data + kLowRankHeader;
+  l.basis = l.coefficients + 4 * size_t(l.rank) * l.columns;
+  l.residual.type = proto::FLOAT32;
+  l.residual.filter = proto::DELTA_SPLIT;
+  l.residual.rows = 1;
+  l.residual.columns = uint32_t(a.count());
+  l.residual.data = l.basis + 4 * size_t(l.rank) * l.rows;
+  l.residual.size = a.size - kLowRankHeader - size_t(factors);
+  return l;
+}
+
+void decode_low_rank(const PackedArrayView& a, uint8_t* dst) {
+  const LowRankLayout l = low_rank_layout(a);
+  std::vector<uint8_t> coefficients(4 * size_t(l.rank) * l.columns), basis(4 * size_t(l.rank) * l.rows),
+      prediction(4 * a.count());
+  unshuffle32(l.coefficients, size_t(l.rank) * l.columns, nullptr, coefficients.data());
+  unshuffle32(l.basis, size_t(l.rank) * l.rows, nullptr, basis.data());
+  predict_low_rank(basis.data(), coefficients.data(), l.rows, l.columns, l.rank, prediction.data());
+  decode_delta_split(l.residual, prediction.data(), dst);
+}
+
 // Bytes per element of an ElementType, 0 for one this reader does not know.
 size_t element_width(int32_t type) {
   switch (type) {
@@ -393,10 +487,11 @@ size_t element_width(int32_t type) {
 }
 
 void check_array(const PackedArrayView& a, size_t width) {
-  if (a.filter == proto::DELTA_SPLIT) {  // at least one byte per element: the high parts
+  if (a.filter == proto::DELTA_SPLIT || a.filter == proto::LOW_RANK_SPLIT) {  // at least a byte per element
     if (a.size <= a.count() || width != 4)
-      throw FormatError("DELTA_SPLIT array of " + std::to_string(a.rows) + "x" + std::to_string(a.columns) + " " +
-                        std::to_string(width * 8) + "-bit elements holds " + std::to_string(a.size) + " bytes");
+      throw FormatError(std::string(a.filter == proto::DELTA_SPLIT ? "DELTA_SPLIT" : "LOW_RANK_SPLIT") + " array of " +
+                        std::to_string(a.rows) + "x" + std::to_string(a.columns) + " " + std::to_string(width * 8) +
+                        "-bit elements holds " + std::to_string(a.size) + " bytes");
     return;
   }
   // Division, not multiplication: rows x columns x width may not fit in 64 bits for a forged array.
@@ -416,6 +511,10 @@ void decode_elements(const PackedArrayView& a, size_t width, bool has_base, cons
   if (a.filter == proto::DELTA_SPLIT) {
     if (width != 4) throw FormatError("DELTA_SPLIT array of " + std::to_string(width * 8) + "-bit elements");
     return decode_delta_split(a, base, dst);
+  }
+  if (a.filter == proto::LOW_RANK_SPLIT) {
+    if (width != 4) throw FormatError("LOW_RANK_SPLIT array of " + std::to_string(width * 8) + "-bit elements");
+    return decode_low_rank(a, dst);
   }
   const size_t count = a.count();
   if (count == 0) return;
@@ -674,6 +773,156 @@ void pack_delta_split(const float* values, const float* base, uint32_t rows, uin
   out->set_filter(proto::DELTA_SPLIT);
   out->set_rows(rows);
   out->set_columns(columns);
+}
+
+namespace {
+
+// The estimated bits per element of `values` stored on their own (SHUFFLE), from a sample: the two upper bytes as
+// zstd's entropy coder sees them, the two lower ones random but for zeros.
+double bits_alone(const float* values, size_t count) {
+  const size_t stride = std::max<size_t>(1, count / 2048);
+  const size_t samples = (count + stride - 1) / stride;
+  uint32_t top[256] = {}, second[256] = {};
+  size_t zeros = 0;
+  for (size_t j = 0; j < samples; ++j) {
+    const uint32_t x = load32(reinterpret_cast<const uint8_t*>(values + j * stride));
+    ++top[x >> 24];
+    ++second[(x >> 16) & 0xFF];
+    zeros += (x & 0x7FFFFFFF) == 0;
+  }
+  return entropy_bits(top, 256, samples) + entropy_bits(second, 256, samples) +
+         16.0 * double(samples - zeros) / double(samples);
+}
+
+// Dot product and update of the Gram-Schmidt loop, four lanes at a time (vector extensions: AVX2 in its clone).
+typedef double Double4 __attribute__((vector_size(32)));
+TRAINSCOPE_INLINE_BODY double dot(const double* a, const double* b, size_t n) {
+  Double4 sum = {0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    Double4 x, y;
+    std::memcpy(&x, a + i, sizeof x);
+    std::memcpy(&y, b + i, sizeof y);
+    sum += x * y;
+  }
+  double s = (sum[0] + sum[1]) + (sum[2] + sum[3]);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// Modified Gram-Schmidt with column pivoting on a column-major matrix: picks up to `max_rank` columns whose span
+// holds every column up to rounding (`basis`), and each column's coordinates in that orthonormal basis (`d`, one
+// row of `columns` per step). False if `max_rank` columns do not suffice.
+TRAINSCOPE_INLINE_BODY bool orthogonalise_body(double* residual, double* norm2, size_t rows, size_t columns,
+                                               size_t max_rank, double largest, std::vector<uint32_t>* basis,
+                                               std::vector<double>* d) {
+  std::vector<char> chosen(columns, 0);
+  std::vector<double> q(rows);
+  for (;;) {
+    size_t pivot = 0;
+    double best = -1;
+    for (size_t j = 0; j < columns; ++j)
+      if (!chosen[j] && norm2[j] > best) best = norm2[j], pivot = j;
+    if (best <= 1e-10 * largest) return true;  // the rest is rounding
+    if (basis->size() == max_rank) return false;
+    const double length = std::sqrt(dot(residual + pivot * rows, residual + pivot * rows, rows));
+    for (size_t i = 0; i < rows; ++i) q[i] = residual[pivot * rows + i] / length;
+    const size_t k = basis->size();
+    basis->push_back(uint32_t(pivot));
+    chosen[pivot] = 1;
+    d->resize((k + 1) * columns, 0.0);
+    for (size_t j = 0; j < columns; ++j) {
+      if (chosen[j] && j != pivot) continue;  // an earlier pivot: its residual is rounding
+      double* r = residual + j * rows;
+      const double projection = dot(q.data(), r, rows);
+      (*d)[k * columns + j] = projection;
+      for (size_t i = 0; i < rows; ++i) r[i] -= projection * q[i];
+      norm2[j] = std::max(0.0, norm2[j] - projection * projection);
+    }
+  }
+}
+
+#ifdef TRAINSCOPE_AVX2_BMI2
+__attribute__((target("avx2,fma"))) bool orthogonalise_avx2(double* residual, double* norm2, size_t rows,
+                                                            size_t columns, size_t max_rank, double largest,
+                                                            std::vector<uint32_t>* basis, std::vector<double>* d) {
+  return orthogonalise_body(residual, norm2, rows, columns, max_rank, largest, basis, d);
+}
+#endif
+
+bool orthogonalise(double* residual, double* norm2, size_t rows, size_t columns, size_t max_rank, double largest,
+                   std::vector<uint32_t>* basis, std::vector<double>* d) {
+#ifdef TRAINSCOPE_AVX2_BMI2
+  if (has_avx2_bmi2() && __builtin_cpu_supports("fma"))
+    return orthogonalise_avx2(residual, norm2, rows, columns, max_rank, largest, basis, d);
+#endif
+  return orthogonalise_body(residual, norm2, rows, columns, max_rank, largest, basis, d);
+}
+
+float coefficient_float(double v) {
+  const bool normal = std::fabs(v) >= 0x1p-126 && std::fabs(v) < 0x1p127;
+  return normal ? float(v) : 0.0f;
+}
+
+}  // namespace
+
+bool pack_low_rank(const float* values, uint32_t rows, uint32_t columns, std::string* data) {
+  const size_t n = size_t(rows) * columns;
+  if (rows < 16 || columns < 16) return false;
+  const size_t max_rank = std::min<size_t>(kLowRankMaxRank, size_t(0.4 * double(n) / double(rows + columns)));
+  if (max_rank == 0) return false;
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(values[i])) return false;  // NaN arithmetic differs between processors: keep it out
+  // The columns, column-major in double: `rank` of them span every column up to float32 rounding.
+  std::vector<double> residual(n), norm2(columns);
+  for (size_t i = 0; i < rows; ++i)
+    for (size_t j = 0; j < columns; ++j) residual[j * rows + i] = values[i * columns + j];
+  double largest = 0;
+  for (size_t j = 0; j < columns; ++j)
+    largest = std::max(largest, norm2[j] = dot(&residual[j * rows], &residual[j * rows], rows));
+  if (largest == 0) return false;  // all zeros: SHUFFLE does it
+  std::vector<uint32_t> basis;
+  std::vector<double> d;  // rank x columns: each column's coordinates in the orthonormal basis
+  if (!orthogonalise(residual.data(), norm2.data(), rows, columns, max_rank, largest, &basis, &d)) return false;
+  const size_t rank = basis.size();
+  if (rank == 0) return false;
+  // G = Q D and B = Q U with U[a][k] = D[a][basis[k]] (upper triangular), so G = B V with V = U^-1 D.
+  std::vector<float> coefficients(rank * columns);
+  std::vector<double> v(rank);
+  for (size_t j = 0; j < columns; ++j) {
+    for (size_t a = rank; a-- > 0;) {
+      double x = d[a * columns + j];
+      for (size_t b = a + 1; b < rank; ++b) x -= d[a * columns + basis[b]] * v[b];
+      v[a] = x / d[a * columns + basis[a]];
+    }
+    for (size_t a = 0; a < rank; ++a) coefficients[a * columns + j] = coefficient_float(v[a]);
+  }
+  for (size_t k = 0; k < rank; ++k)  // a basis column is itself
+    for (size_t a = 0; a < rank; ++a) coefficients[a * columns + basis[k]] = a == k ? 1.0f : 0.0f;
+  std::vector<float> basis_values(rows * rank), prediction(n);
+  for (size_t i = 0; i < rows; ++i)
+    for (size_t k = 0; k < rank; ++k) basis_values[i * rank + k] = values[i * columns + basis[k]];
+  predict_low_rank(reinterpret_cast<const uint8_t*>(basis_values.data()),
+                   reinterpret_cast<const uint8_t*>(coefficients.data()), rows, columns, rank,
+                   reinterpret_cast<uint8_t*>(prediction.data()));
+
+  const size_t factors = 4 * rank * (columns + rows);
+  data->resize(kLowRankHeader + factors + float32_data_bound(n));
+  auto* out = reinterpret_cast<uint8_t*>(data->data());
+  store32(out, rows);
+  store32(out + 4, columns);
+  store32(out + 8, uint32_t(rank));
+  uint8_t* p = out + kLowRankHeader;
+  shuffle32(reinterpret_cast<const uint8_t*>(coefficients.data()), nullptr, 0, 0, rank * columns, rank * columns, p);
+  p += 4 * rank * columns;
+  shuffle32(reinterpret_cast<const uint8_t*>(basis_values.data()), nullptr, 0, 0, rank * rows, rank * rows, p);
+  p += 4 * rank * rows;
+  const uint8_t split = plan_float32_delta(values, prediction.data(), n).split;
+  p += pack_delta_split_into(values, prediction.data(), n, split, p);
+  data->resize(size_t(p - out));
+  // Worth it when the factors (compressed little: they are noise) and the residual beat the matrix on its own.
+  const double low_rank_bytes = double(factors) / 1.1 + double(size_t(p - out) - factors);
+  return low_rank_bytes < 0.9 * bits_alone(values, n) / 8.0 * double(n);
 }
 
 PackedArrayView view_of(const proto::PackedArray& array) {

@@ -39,6 +39,11 @@ size_t pack_float32_into(const float* values, uint32_t rows, uint32_t columns, p
                          const float* base, uint8_t* dst);
 size_t pack_delta_split_into(const float* values, const float* base, size_t count, uint8_t split, uint8_t* dst);
 
+// LOW_RANK_SPLIT of a rows x columns float32 matrix of low rank (a Linear layer's weight gradient over a batch
+// smaller than the layer is a sum of one outer product per sample): the `data` bytes and true; false when the
+// matrix is not of a rank low enough for it to pay (or holds NaN or Inf), `data` then unspecified.
+bool pack_low_rank(const float* values, uint32_t rows, uint32_t columns, std::string* data);
+
 // Bytes whose capacity is kept from use to use and never zero-filled: the writer's scratch.
 class ByteBuffer {
  public:

@@ -476,7 +476,7 @@ NeuronStatsData decode_neuron_stats(const std::string& payload) {
 }
 
 EncodedPayload encode_full_tensor(const FullTensor& tensor, const FullTensor* base, Precision precision,
-                                  bool* used_base, ByteBuffer* buffer) {
+                                  bool* used_base, ByteBuffer* buffer, bool try_low_rank) {
   const uint32_t count = uint32_t(tensor.values.size());
   bool delta = base && base->values.size() == tensor.values.size();
   proto::ArrayFilter filter = delta ? proto::XOR_BASE_SHUFFLE : proto::SHUFFLE;
@@ -488,15 +488,26 @@ EncodedPayload encode_full_tensor(const FullTensor& tensor, const FullTensor* ba
     filter = delta ? proto::DELTA_SPLIT : proto::SHUFFLE;
     split = plan.split;
   }
+  // A weight gradient stored on its own may be of low rank: a Linear layer's is one outer product per sample.
+  std::string low_rank;
+  if (try_low_rank && !delta && precision == Precision::Float32 && tensor.quantity == Quantity::WeightGrad &&
+      tensor.shape.size() >= 2 && tensor.shape[0] > 0 && count % uint64_t(tensor.shape[0]) == 0 &&
+      pack_low_rank(tensor.values.data(), uint32_t(tensor.shape[0]), uint32_t(count / uint64_t(tensor.shape[0])),
+                    &low_rank))
+    filter = proto::LOW_RANK_SPLIT;
   // The array's bytes go at `prefix`, room enough for every field before them; the fields are then written to end
   // right where the array begins.
   const size_t prefix = 96 + 11 * tensor.shape.size();
-  const size_t bound = precision == Precision::Float32 ? float32_data_bound(count) : size_t(count) * 2;
+  const size_t bound =
+      precision == Precision::Float32 ? std::max(float32_data_bound(count), low_rank.size()) : size_t(count) * 2;
   uint8_t* out = buffer->reserve(prefix + bound + 32);
   uint8_t* data = out + prefix;
   size_t data_size = 0;
   proto::ElementType type = proto::FLOAT32;
-  if (precision != Precision::Float32) {
+  if (filter == proto::LOW_RANK_SPLIT) {
+    data_size = low_rank.size();
+    std::memcpy(data, low_rank.data(), data_size);
+  } else if (precision != Precision::Float32) {
     proto::PackedArray packed;
     pack_floats(tensor.values.data(), 1, count, precision, filter, delta ? base->values.data() : nullptr, &packed);
     data_size = packed.data().size();

@@ -94,8 +94,9 @@ std::string encode_full_tensor(const FullTensor& tensor, const FullTensor* base,
                                bool* used_base = nullptr);
 // The same into `buffer` (reused from call to call: no allocation once it is large enough); the payload lies at
 // the returned place inside it.
+// A weight gradient stored on its own is tried as LOW_RANK_SPLIT when `try_low_rank`.
 EncodedPayload encode_full_tensor(const FullTensor& tensor, const FullTensor* base, Precision precision,
-                                  bool* used_base, ByteBuffer* buffer);
+                                  bool* used_base, ByteBuffer* buffer, bool try_low_rank = true);
 // `base(step)` returns the decoded tensor a delta-coded chunk refers to (nullptr if unavailable: FormatError).
 FullTensorData decode_full_tensor(const std::string& payload, const std::function<const FullTensor*(int64_t)>& base);
 

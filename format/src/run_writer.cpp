@@ -383,8 +383,8 @@ void RunWriter::Impl::add_full_tensor(FullTensor t) {
   int& count = since_keyframe[key];
   bool against_base = base != tensor_base.end() && count + 1 < options.keyframe_interval &&
                       base->second.values.size() == t.values.size();
-  const EncodedPayload payload =
-      encode_full_tensor(t, against_base ? &base->second : nullptr, options.precision, &against_base, &payload_buffer);
+  const EncodedPayload payload = encode_full_tensor(t, against_base ? &base->second : nullptr, options.precision,
+                                                    &against_base, &payload_buffer, options.low_rank_gradients);
   const bool keyframe = !against_base;
   count = keyframe ? 0 : count + 1;
   const uint32_t aux = uint32_t(t.quantity) | (t.probe_batch ? kAuxProbeBatch : 0) | (keyframe ? kAuxKeyframe : 0);

@@ -128,7 +128,7 @@ TEST(DeltaSplit, DamagedArraysAreErrorsNotCrashes) {
   half.set_type(proto::FLOAT16);  // only float32 is coded this way
   EXPECT_THROW(decode(half, base), FormatError);
   proto::PackedArray future = packed;  // a filter this reader does not know fails, it is not misread
-  future.set_filter(proto::ArrayFilter(5));
+  future.set_filter(proto::ArrayFilter(6));
   EXPECT_THROW(decode(future, base), FormatError);
 }
 

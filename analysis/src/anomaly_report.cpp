@@ -2,8 +2,10 @@
 #include <trainscope/analysis/summary_table.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <future>
 #include <optional>
 #include <tuple>
 #include <utility>
@@ -86,27 +88,54 @@ AnomalyReport analyze_run(format::RunReader& reader, const AnalysisParams& param
   const LayerGraph graph(reader.metadata());
 
   report_progress("scalars", 0.0);
-  std::vector<AbnormalSnapshot> found;
+  const std::vector<format::ScalarSeries> scalars = reader.read_scalars();
   LearningRate lr;
-  for (const format::ScalarSeries& s : reader.read_scalars()) {
+  for (const format::ScalarSeries& s : scalars)
     if (s.name == params.rules.learning_rate_scalar) lr = {s.steps, s.values};
-    for (const ScalarAnomaly& a : find_scalar_anomalies(s.name, s.steps, s.values, params.scalars))
-      found.push_back({a.step, a.kind, a.scalar, a.value, a.score, a.reason, {}});
-  }
-  report_progress("layer summaries", 0.2);
+  const auto detect = [&scalars, &params] {
+    std::vector<AbnormalSnapshot> found;
+    for (const format::ScalarSeries& s : scalars)
+      for (const ScalarAnomaly& a : find_scalar_anomalies(s.name, s.steps, s.values, params.scalars))
+        found.push_back({a.step, a.kind, a.scalar, a.value, a.score, a.reason, {}});
+    return found;
+  };
+  // Found beside the pass over the summaries, or (deferred) before it.
+  std::future<std::vector<AbnormalSnapshot>> detected =
+      std::async(params.concurrent_scalars ? std::launch::async : std::launch::deferred, detect);
 
   // One pass over the summary chunks, without a table of the whole run (on a long run, building it cost far more
   // than decompressing the summaries): the rules as the records stream by, and the departures from their normal
-  // range in the windows around the entry points the scalars name. A NaN in layers only adds one entry point, whose
-  // window is read again afterwards.
+  // range in the windows around the entry points the scalars name, from the chunk at which they are known. A NaN
+  // in layers only adds one entry point, whose window is read again afterwards, as is a window the pass had gone
+  // into before its entry point was known.
+  std::vector<AbnormalSnapshot> found;
   std::vector<int64_t> entry_steps;
-  for (const AbnormalSnapshot& a : rank_entry_points(found, params.max_anomalies)) entry_steps.push_back(a.step);
+  bool entries_known = false;
+  const auto take_entries = [&] {
+    found = detected.get();
+    for (const AbnormalSnapshot& a : rank_entry_points(found, params.max_anomalies)) entry_steps.push_back(a.step);
+    entries_known = true;
+  };
   LayerRuleStream rules(graph, lr, params.rules);
-  DepartureStream departures(graph, entry_steps, params.root_cause);
+  DepartureStream departures(graph, {}, params.root_cause);
+  if (!params.concurrent_scalars) {
+    take_entries();
+    departures.follow(entry_steps);
+  }
+  report_progress("layer summaries", 0.2);
   bool in_order = true;
   reader.for_each_summary_chunk(INT64_MIN, INT64_MAX, [&](const format::SummaryColumns& chunk) {
-    if (in_order && (in_order = rules.add(chunk))) departures.add(chunk);
+    if (!in_order || !(in_order = rules.add(chunk))) return;
+    if (!entries_known && detected.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      take_entries();
+      departures.follow(entry_steps);
+    }
+    departures.add(chunk);
   });
+  if (!entries_known) {
+    take_entries();
+    departures.follow(entry_steps);
+  }
   if (!in_order) {
     analyze_with_table(reader, graph, params, lr, std::move(found), report, report_progress);
     report_progress("done", 1.0);
@@ -119,19 +148,34 @@ AnomalyReport analyze_run(format::RunReader& reader, const AnalysisParams& param
   report.anomalies = rank_entry_points(std::move(found), params.max_anomalies);
 
   report_progress("root cause", 0.8);
-  for (AbnormalSnapshot& a : report.anomalies) {
-    const auto known = std::find(entry_steps.begin(), entry_steps.end(), a.step);
-    if (known != entry_steps.end()) {
-      a.suspects = departures.suspects(size_t(known - entry_steps.begin()), report.rule_hits);
-      continue;
+  // The entry points whose windows the pass did not see whole, read again in one shorter pass.
+  std::vector<int64_t> again_steps;
+  std::vector<size_t> known(report.anomalies.size());  // the anomaly's index in entry_steps, or SIZE_MAX
+  for (size_t k = 0; k < report.anomalies.size(); ++k) {
+    const auto it = std::find(entry_steps.begin(), entry_steps.end(), report.anomalies[k].step);
+    known[k] = it != entry_steps.end() && departures.complete(size_t(it - entry_steps.begin()))
+                   ? size_t(it - entry_steps.begin())
+                   : SIZE_MAX;
+    if (known[k] == SIZE_MAX) again_steps.push_back(report.anomalies[k].step);
+  }
+  std::optional<DepartureStream> again;
+  if (!again_steps.empty()) {
+    again.emplace(graph, again_steps, params.root_cause, &departures);
+    int64_t first = INT64_MAX, last = INT64_MIN;
+    for (int64_t step : again_steps) {
+      first = std::min(first, step < INT64_MIN + params.root_cause.lookback_steps
+                                  ? INT64_MIN
+                                  : step - params.root_cause.lookback_steps);
+      last = std::max(last, step > INT64_MAX - params.root_cause.lookahead_steps
+                                ? INT64_MAX
+                                : step + params.root_cause.lookahead_steps);
     }
-    DepartureStream again(graph, {a.step}, params.root_cause, &departures);
-    const int64_t first =
-        a.step < INT64_MIN + params.root_cause.lookback_steps ? INT64_MIN : a.step - params.root_cause.lookback_steps;
-    const int64_t last =
-        a.step > INT64_MAX - params.root_cause.lookahead_steps ? INT64_MAX : a.step + params.root_cause.lookahead_steps;
-    reader.for_each_summary_chunk(first, last, [&](const format::SummaryColumns& chunk) { again.add(chunk); });
-    a.suspects = again.suspects(0, report.rule_hits);
+    reader.for_each_summary_chunk(first, last, [&](const format::SummaryColumns& chunk) { again->add(chunk); });
+  }
+  for (size_t k = 0, next_again = 0; k < report.anomalies.size(); ++k) {
+    AbnormalSnapshot& a = report.anomalies[k];
+    a.suspects = known[k] != SIZE_MAX ? departures.suspects(known[k], report.rule_hits)
+                                      : again->suspects(next_again++, report.rule_hits);
   }
   report_progress("done", 1.0);
   return report;

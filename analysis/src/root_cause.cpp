@@ -1,6 +1,8 @@
 #include <trainscope/analysis/robust_stats.h>
 #include <trainscope/analysis/root_cause.h>
 
+#include "chunk_scan.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -28,15 +30,29 @@ struct Candidate {
   double confidence = 0;
 };
 
-// log_magnitude() of a record's largest magnitude and of its RMS, computed at most once however many windows ask.
+// What a departure scan reads of one record: its largest magnitude and RMS, and their log_magnitude() computed at
+// most once however many windows ask; the counts only for the evidence of a NaN/Inf.
 struct RecordLogs {
-  const TensorSummary& v;
-  bool done = false;
   double max_abs = 0, rms = 0;
+  double nan_count = 0, inf_count = 0, numel = 0;
+  bool done = false;
+  double log_max_abs = 0, log_rms = 0;
+
+  static RecordLogs of(const TensorSummary& v) {
+    return {analysis::max_abs(v), analysis::rms(v), v.nan_count, v.inf_count, v.numel};
+  }
+  static RecordLogs of(const format::SummaryColumns& c, size_t i) {  // the same from a chunk's columns
+    using S = format::Statistic;
+    const double norm = c.field[int(S::Norm)][i], numel = c.field[format::kStatisticCount][i];
+    return {std::max(std::abs(c.field[int(S::Min)][i]), std::abs(c.field[int(S::Max)][i])),
+            numel > 0 ? std::sqrt(norm * norm / numel) : 0.0, c.field[int(S::NanCount)][i],
+            c.field[int(S::InfCount)][i], numel};
+  }
+  bool finite() const { return nan_count == 0 && inf_count == 0; }
   void compute() {
     if (done) return;
-    max_abs = log_magnitude(analysis::max_abs(v));
-    rms = log_magnitude(analysis::rms(v));
+    log_max_abs = log_magnitude(max_abs);
+    log_rms = log_magnitude(rms);
     done = true;
   }
 };
@@ -47,22 +63,24 @@ struct RecordLogs {
 // that stretch's first step with one at or above departure_z.
 class DepartureScan {
  public:
-  explicit DepartureScan(const RootCauseParams& p) : p_(p) {}
+  explicit DepartureScan(const RootCauseParams& p) : p_(p) {
+    magnitude_.reserve(p.baseline_points);
+    spread_.reserve(p.baseline_points);
+  }
 
   void add(int64_t step, RecordLogs& logs) {
-    const TensorSummary& v = logs.v;
     ++records_;
     last_step_ = step;
     if (non_finite_) return;
-    if (!v.finite()) {
+    if (!logs.finite()) {
       non_finite_ = true;
-      first_non_finite_ = {step, v};
+      first_non_finite_ = {step, logs};
       return;
     }
     if (past_baseline_ == 0 && magnitude_.size() < p_.baseline_points) {
       logs.compute();
-      magnitude_.push_back(logs.max_abs);
-      spread_.push_back(logs.rms);
+      magnitude_.push_back(logs.log_max_abs);
+      spread_.push_back(logs.log_rms);
       return;
     }
     if (past_baseline_++ == 0) {
@@ -71,13 +89,13 @@ class DepartureScan {
       magnitude_range_ = normal_range(magnitude_scale_);
       spread_range_ = normal_range(spread_scale_);
     }
-    if (surely_normal(v)) {  // |z| < departure_z / 2 without a logarithm: back within range
+    if (surely_normal(logs)) {  // |z| < departure_z / 2 without a logarithm: back within range
       departed_ = false;
       peak_ = 0;
       return;
     }
     logs.compute();
-    const double z = z_of(logs.max_abs, logs.rms);
+    const double z = z_of(logs.log_max_abs, logs.log_rms);
     if (std::abs(z) < p_.departure_z / 2) {  // back within range: a departure has to start after this
       departed_ = false;
       peak_ = 0;
@@ -94,7 +112,7 @@ class DepartureScan {
   std::optional<Candidate> result(uint32_t layer, Quantity q) const {
     if (records_ == 0) return std::nullopt;
     if (non_finite_) {
-      const TensorSummary& v = first_non_finite_.second;
+      const RecordLogs& v = first_non_finite_.second;
       char buf[160];
       std::snprintf(buf, sizeof buf, "%.0f NaN and %.0f Inf values of %.0f", v.nan_count, v.inf_count, v.numel);
       return Candidate{{layer, q, first_non_finite_.first, "non_finite", 0, buf}, 1.0};
@@ -119,8 +137,8 @@ class DepartureScan {
     if (!(t > 0) || !std::isfinite(scale.median)) return {INFINITY, -INFINITY};
     return {std::pow(10.0, scale.median - t) * (1 + 1e-9), std::pow(10.0, scale.median + t) * (1 - 1e-9)};
   }
-  bool surely_normal(const TensorSummary& v) const {
-    const double m = std::abs(max_abs(v)) + 1e-30, r = std::abs(rms(v)) + 1e-30;  // log_magnitude's arguments
+  bool surely_normal(const RecordLogs& v) const {
+    const double m = std::abs(v.max_abs) + 1e-30, r = std::abs(v.rms) + 1e-30;  // log_magnitude's arguments
     return m > magnitude_range_.first && m < magnitude_range_.second && r > spread_range_.first &&
            r < spread_range_.second;
   }
@@ -136,7 +154,7 @@ class DepartureScan {
   size_t records_ = 0, past_baseline_ = 0;
   int64_t last_step_ = 0;
   bool non_finite_ = false;
-  std::pair<int64_t, TensorSummary> first_non_finite_;
+  std::pair<int64_t, RecordLogs> first_non_finite_;
   std::vector<double> magnitude_, spread_;
   RobustScale magnitude_scale_, spread_scale_;
   std::pair<double, double> magnitude_range_, spread_range_;
@@ -161,7 +179,7 @@ std::optional<Candidate> departure(const SummarySeries& s, int64_t anomaly_step,
   const auto end = size_t(std::upper_bound(s.steps.begin(), s.steps.end(), last) - s.steps.begin());
   DepartureScan scan(p);
   for (size_t i = begin; i < end; ++i) {
-    RecordLogs logs{s.values[i]};
+    RecordLogs logs = RecordLogs::of(s.values[i]);
     scan.add(s.steps[i], logs);
   }
   return scan.result(s.layer_id, s.quantity);
@@ -232,23 +250,44 @@ std::vector<Suspect> rank_suspects(const LayerGraph& graph, const SummaryTable& 
 struct DepartureStream::Impl {
   const LayerGraph& graph;
   RootCauseParams params;
+  bool fixed_order = false;
   std::vector<int64_t> anomaly_steps;
   std::vector<std::pair<int64_t, int64_t>> windows;
+  std::vector<uint8_t> followed;  // by anomaly: its window is followed from its start
   std::vector<int32_t> position;  // by layer x quantity: rank of the series' first record in the run, or -1
   int32_t next_position = 0;
-  bool fixed_order = false;
+  bool any_chunk = false;
+  int64_t last_step_seen = INT64_MIN;                 // the latest step of the chunks added so far
   std::vector<std::unique_ptr<DepartureScan>> scans;  // by (layer x quantity) x anomaly, made at the first record
   std::vector<size_t> active;                         // the anomalies whose windows overlap the current chunk
+  ChunkSeries chunk;                                  // scratch: the series of a chunk
+  std::vector<RecordLogs> logs;                       // scratch: one series' records in a chunk
 };
 
 DepartureStream::DepartureStream(const LayerGraph& graph, std::vector<int64_t> anomaly_steps,
                                  const RootCauseParams& params, const DepartureStream* order_of)
-    : impl_(new Impl{graph, params, std::move(anomaly_steps), {}, {}, 0, order_of != nullptr, {}, {}}) {
-  Impl& m = *impl_;
-  for (int64_t a : m.anomaly_steps) m.windows.push_back(window_of(a, m.params));
+    : impl_(new Impl{graph, params, order_of != nullptr}) {
   const size_t slots = graph.size() * size_t(format::kQuantityCount);
-  m.position = order_of ? order_of->impl_->position : std::vector<int32_t>(slots, -1);
-  m.scans.resize(slots * m.anomaly_steps.size());
+  impl_->position = order_of ? order_of->impl_->position : std::vector<int32_t>(slots, -1);
+  follow(std::move(anomaly_steps));
+}
+
+void DepartureStream::follow(std::vector<int64_t> anomaly_steps) {
+  Impl& m = *impl_;
+  m.anomaly_steps = std::move(anomaly_steps);
+  m.windows.clear();
+  m.followed.clear();
+  for (int64_t a : m.anomaly_steps) {
+    m.windows.push_back(window_of(a, m.params));
+    // The chunks added so far hold no step after last_step_seen: a window that starts later misses none of them.
+    m.followed.push_back(!m.any_chunk || m.windows.back().first > m.last_step_seen);
+  }
+  m.scans.clear();
+  m.scans.resize(m.position.size() * m.anomaly_steps.size());
+}
+
+bool DepartureStream::complete(size_t anomaly) const {
+  return impl_->followed[anomaly] != 0;
 }
 
 DepartureStream::~DepartureStream() = default;
@@ -257,22 +296,36 @@ void DepartureStream::add(const format::SummaryColumns& c) {
   Impl& m = *impl_;
   m.active.clear();
   for (size_t k = 0; k < m.windows.size(); ++k)
-    if (m.windows[k].second >= c.first_step && m.windows[k].first <= c.last_step) m.active.push_back(k);
+    if (m.followed[k] && m.windows[k].second >= c.first_step && m.windows[k].first <= c.last_step)
+      m.active.push_back(k);
+  m.any_chunk = true;
+  m.last_step_seen = std::max(m.last_step_seen, c.last_step);
   if (m.active.empty() && m.fixed_order) return;
   const size_t anomalies = m.anomaly_steps.size();
-  for (size_t i = 0; i < c.size; ++i) {
-    const bool same_series = i > 0 && c.layer_id[i] == c.layer_id[i - 1] && c.quantity[i] == c.quantity[i - 1];
-    if ((same_series && m.active.empty()) || c.layer_id[i] >= m.graph.size()) continue;
-    const size_t slot = size_t(c.layer_id[i]) * format::kQuantityCount + size_t(c.quantity[i]);
+  find_series(c, &m.chunk);
+  for (size_t run = 0; run + 1 < m.chunk.begin.size(); ++run) {
+    const size_t i = m.chunk.begin[run], end = m.chunk.begin[run + 1];  // the series' records in this chunk
+    const uint32_t layer = c.layer_id[i];
+    const Quantity q = c.quantity[i];
+    if (layer >= m.graph.size()) continue;
+    const size_t slot = size_t(layer) * format::kQuantityCount + size_t(q);
     if (m.position[slot] < 0) m.position[slot] = m.next_position++;
-    std::optional<TensorSummary> v;  // read at the first window that takes the record
-    std::optional<RecordLogs> logs;
-    for (size_t k : m.active) {
-      if (c.step[i] < m.windows[k].first || c.step[i] > m.windows[k].second) continue;
-      if (!v) logs.emplace(RecordLogs{v.emplace(c.summary(i))});
-      auto& scan = m.scans[slot * anomalies + k];
-      if (!scan) scan = std::make_unique<DepartureScan>(m.params);
-      scan->add(c.step[i], *logs);
+    if (m.active.empty()) continue;
+    // The records in some window, read once however many windows take them; each window's scan fed in order.
+    m.logs.clear();
+    for (size_t k = i; k < end; ++k) {
+      const bool wanted = std::any_of(m.active.begin(), m.active.end(), [&](size_t w) {
+        return c.step[k] >= m.windows[w].first && c.step[k] <= m.windows[w].second;
+      });
+      m.logs.push_back(wanted ? RecordLogs::of(c, k) : RecordLogs{});
+    }
+    for (size_t w : m.active) {
+      auto& scan = m.scans[slot * anomalies + w];
+      for (size_t k = i; k < end; ++k) {
+        if (c.step[k] < m.windows[w].first || c.step[k] > m.windows[w].second) continue;
+        if (!scan) scan = std::make_unique<DepartureScan>(m.params);
+        scan->add(c.step[k], m.logs[k - i]);
+      }
     }
   }
 }

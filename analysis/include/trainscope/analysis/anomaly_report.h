@@ -21,6 +21,9 @@ struct AnalysisParams {
   LayerRuleParams rules;
   RootCauseParams root_cause;
   size_t max_anomalies = 20;
+  // The scalar detectors run on a second thread while the layer summaries stream by (the same report; a window
+  // around an entry point found after the pass went by it is read again). Off: they run first, on this thread.
+  bool concurrent_scalars = true;
 };
 
 struct AbnormalSnapshot {

@@ -54,6 +54,9 @@ std::vector<Suspect> rank_suspects(const LayerGraph& graph, const SummaryTable& 
 // rank_suspects(graph, table, hits, anomaly_steps[k], params) on the table of the same records. A stream fed only
 // the chunks around some anomalies (a second, shorter pass) takes the order of the run's series from `order_of`,
 // an earlier stream that saw every chunk.
+//
+// The anomalies may also be named once some chunks have gone by (follow(), when they are found beside the pass):
+// a window that began before then is not followed at all (complete(k) is false), and needs a pass of its own.
 class DepartureStream {
  public:
   DepartureStream(const LayerGraph& graph, std::vector<int64_t> anomaly_steps, const RootCauseParams& params = {},
@@ -62,7 +65,10 @@ class DepartureStream {
   DepartureStream(const DepartureStream&) = delete;
   DepartureStream& operator=(const DepartureStream&) = delete;
 
+  // Replaces the anomalies whose windows are followed, from the next chunk on.
+  void follow(std::vector<int64_t> anomaly_steps);
   void add(const format::SummaryColumns& chunk);
+  bool complete(size_t anomaly) const;  // its whole window was seen: suspects() may be asked
   std::vector<Suspect> suspects(size_t anomaly, const std::vector<RuleHit>& rule_hits) const;
 
  private:

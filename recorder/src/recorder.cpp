@@ -613,6 +613,30 @@ struct Recorder::Impl {
     }
   }
 
+  // Steps' scalars wait here and go to the writer together: one wake-up of its thread per batch instead of per step
+  // (measured: ~4 context switches a step on 2 cores). They wait at most kOutboxWait, a small part of the writer's
+  // flush interval; snapshots with per-neuron statistics, dense steps and anomalies go at once.
+  static constexpr auto kOutboxWait = std::chrono::milliseconds(50);
+  static constexpr size_t kOutboxSteps = 64;
+  std::vector<format::Snapshot> outbox;
+  Clock::time_point outbox_since;
+
+  void hand_over() {
+    for (auto& s : outbox)
+      if (recording) append(std::move(s));
+    outbox.clear();
+    if (recording) {
+      const auto status = writer->status();
+      if (!status.error.empty()) fail(status.error);
+    }
+  }
+
+  void post(format::Snapshot snap, bool now) {
+    if (outbox.empty()) outbox_since = Clock::now();
+    outbox.push_back(std::move(snap));
+    if (now || outbox.size() >= kOutboxSteps || Clock::now() - outbox_since >= kOutboxWait) hand_over();
+  }
+
   void do_step(const torch::Tensor& loss, const std::vector<NamedScalar>& named, StepReport& report) {
     const auto start = Clock::now();
     observer->disarm();
@@ -668,6 +692,7 @@ struct Recorder::Impl {
       const bool anomalous = report.anomaly != AnomalyKind::None;
       if (anomalous && !previous_anomalous && options.flight_recorder) {
         report.anomaly_triggered = true;
+        hand_over();  // the steps before, in order
         for (auto& old : ring) {
           ++stats.written_snapshots;
           append(std::move(old));
@@ -690,7 +715,8 @@ struct Recorder::Impl {
           push_ring(std::move(kept));
         }
       }
-      if (recording) append(std::move(snap));
+      const bool now = report.written || dense || anomalous || !full.empty();
+      if (recording) post(std::move(snap), now);
       for (auto& t : full)
         if (recording) writer->append(std::move(t));
       // The window around an anomaly goes to disk at once, so a crash right after it cannot lose it.
@@ -701,10 +727,6 @@ struct Recorder::Impl {
         writer->flush();
       else if (recording && dense)
         writer->request_flush();
-      if (recording) {
-        const auto status = writer->status();
-        if (!status.error.empty()) fail(status.error);
-      }
     }
     report.recording_ok = recording;
     ++stats.steps;
@@ -742,13 +764,20 @@ StepReport Recorder::step(const torch::Tensor& loss, const std::vector<NamedScal
 
 void Recorder::flush() {
   try {
-    if (impl_->writer && impl_->recording) impl_->writer->flush();
+    if (impl_->writer && impl_->recording) {
+      impl_->hand_over();
+      impl_->writer->flush();
+    }
   } catch (...) {
   }
 }
 
 void Recorder::close() {
   impl_->observer->disarm();
+  try {
+    if (impl_->writer && impl_->recording) impl_->hand_over();
+  } catch (...) {
+  }
   impl_->recording = false;
   if (impl_->writer) impl_->writer->close();
 }

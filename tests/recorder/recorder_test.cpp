@@ -435,6 +435,37 @@ TEST(FlightRecorder, DenseAroundAnomalySparseElsewhereAndOnDiskAtOnce) {
   EXPECT_EQ(scalars.front().steps.size(), 70u);
 }
 
+// Steps' scalars reach the writer in batches (one wake-up of its thread per batch); flush() hands over whatever
+// waits, so a reader opened right after sees every step, not only those up to the last per-neuron snapshot.
+TEST(Recorder, FlushPutsEveryStepsScalarsOnDisk) {
+  TempDir tmp;
+  RecorderOptions options;
+  options.interval = 10;
+  options.writer.flush_interval = std::chrono::milliseconds(600000);  // only the explicit flush counts
+  torch::manual_seed(5);
+  Mlp model(10, 16, 4);
+  const fs::path dir = tmp.path() / "run";
+  Recorder rec(model, dir, options);
+  const torch::Tensor x = torch::randn({32, 10}), y = torch::randn({32, 4});
+  for (int s = 0; s < 25; ++s) {
+    model->zero_grad();
+    auto loss = torch::mse_loss(model->forward(x), y);
+    loss.backward();
+    rec.step(loss, {{"half", loss / 2}});
+  }
+  rec.flush();
+  RunReader reader(dir);  // while the recorder still runs
+  const auto scalars = reader.read_scalars();
+  size_t checked = 0;
+  for (const auto& series : scalars) {
+    if (series.name != "loss" && series.name != "half") continue;
+    ++checked;
+    ASSERT_EQ(series.steps.size(), 25u) << series.name;
+    EXPECT_EQ(series.steps.back(), 24) << series.name;
+  }
+  EXPECT_EQ(checked, 2u);
+}
+
 TEST(FlightRecorder, MemoryIsBoundedInBytes) {
   TempDir tmp;
   RecorderOptions options;

@@ -11,7 +11,8 @@
 // Usage: recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only MODE] [--model vae|mlp|all]
 //   --only default|every|full: run the bare loop and that one configuration (for profiling); --only bare: the bare
 //   loop alone, --only-recorder default|every|full: that configuration alone (to compare profiles of the two)
-//   --ring-interval N, --zstd L, --keyframe K: override RecorderOptions::ring_interval, WriterOptions::zstd_level and
+//   --interval N, --ring-interval N, --zstd L, --keyframe K: override RecorderOptions::interval (of the default
+//   configuration), RecorderOptions::ring_interval, WriterOptions::zstd_level and
 //   WriterOptions::keyframe_interval (to measure the choices documented in recorder.h)
 #include <sys/resource.h>
 #include <torch/torch.h>
@@ -146,12 +147,13 @@ struct Result {
 enum class Mode { Bare, Default, EveryStep, TorchSave, RecorderFull };
 enum class Model { Vae, Mlp };
 
-int g_ring_interval = 0, g_keyframe = 0;  // 0: the defaults
+int g_ring_interval = 0, g_keyframe = 0, g_interval = 0;  // 0: the defaults
 std::optional<int> g_zstd;
 
 trainscope::RecorderOptions options_for(Mode mode) {
   trainscope::RecorderOptions options;  // what a user gets
   if (g_ring_interval > 0) options.ring_interval = g_ring_interval;
+  if (g_interval > 0) options.interval = g_interval;
   if (g_zstd) options.writer.zstd_level = *g_zstd;
   if (g_keyframe > 0) options.writer.keyframe_interval = g_keyframe;
   if (mode == Mode::EveryStep) options.interval = 1;
@@ -314,7 +316,8 @@ int main(int argc, char** argv) {
   if (argc == 2 && std::string(argv[1]) == "--help") {
     std::printf(
         "recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only default|every|full]\n"
-        "               [--model vae|mlp|all] [--ring-interval N] [--zstd L] [--keyframe K]\n");
+        "               [--only-recorder MODE] [--model vae|mlp|all] [--interval N] [--ring-interval N] [--zstd L]\n"
+        "               [--keyframe K]\n");
     return 0;
   }
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -329,6 +332,8 @@ int main(int argc, char** argv) {
       out = v;
     else if (a == "--model")
       models = v;
+    else if (a == "--interval")
+      g_interval = std::atoi(v.c_str());
     else if (a == "--ring-interval")
       g_ring_interval = std::atoi(v.c_str());
     else if (a == "--zstd")

@@ -9,86 +9,27 @@
 #include <iostream>
 
 #include "fashion_mnist.h"
+#include "vae_model.h"
 
 namespace {
 
-constexpr int kLatent = 16;
-
-// enc.logvar: a linear head with a learned temperature. With the "exp" failure it switches (at the failure step) to
-// a sharpened log-sigmoid written naively, -log(1 + exp(-k z)) / k, whose exp overflows to Inf for -k z > 88.
-struct LogVarHeadImpl : torch::nn::Module {
-  LogVarHeadImpl(int in, int out)
-      : weight(register_parameter("weight", torch::randn({out, in}) * (1.0 / std::sqrt(double(in))))),
-        bias(register_parameter("bias", torch::zeros({out}))),
-        temperature(register_parameter("temperature", torch::ones({1}))) {}
-  torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor z = torch::linear(x, weight, bias);
-    if (unstable) z = -torch::log(1 + torch::exp(-z * 400.0)) / 400.0;
-    return z * temperature;
-  }
-  torch::Tensor weight, bias, temperature;
-  bool unstable = false;
-};
-TORCH_MODULE(LogVarHead);
-
-struct EncoderImpl : torch::nn::Module {
-  EncoderImpl()
-      : fc1(register_module("fc1", torch::nn::Linear(784, 256))),
-        act(register_module("act", torch::nn::ReLU())),
-        fc2(register_module("fc2", torch::nn::Linear(256, 128))),
-        act2(register_module("act2", torch::nn::ReLU())),
-        mu(register_module("mu", torch::nn::Linear(128, kLatent))),
-        logvar(register_module("logvar", LogVarHead(128, kLatent))) {}
-  std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x) {
-    torch::Tensor h = act2(fc2(act(fc1(x))));
-    return {mu(h), logvar(h)};
-  }
-  torch::nn::Linear fc1;
-  torch::nn::ReLU act;
-  torch::nn::Linear fc2;
-  torch::nn::ReLU act2;
-  torch::nn::Linear mu;
-  LogVarHead logvar;
-};
-TORCH_MODULE(Encoder);
-
-struct DecoderImpl : torch::nn::Module {
-  DecoderImpl()
-      : fc1(register_module("fc1", torch::nn::Linear(kLatent, 128))),
-        act(register_module("act", torch::nn::ReLU())),
-        fc2(register_module("fc2", torch::nn::Linear(128, 256))),
-        act2(register_module("act2", torch::nn::ReLU())),
-        out(register_module("out", torch::nn::Linear(256, 784))) {}
-  torch::Tensor forward(const torch::Tensor& z) { return out(act2(fc2(act(fc1(z))))); }  // logits
-  torch::nn::Linear fc1;
-  torch::nn::ReLU act;
-  torch::nn::Linear fc2;
-  torch::nn::ReLU act2;
-  torch::nn::Linear out;
-};
-TORCH_MODULE(Decoder);
-
-struct VaeImpl : torch::nn::Module {
-  VaeImpl() : enc(register_module("enc", Encoder())), dec(register_module("dec", Decoder())) {}
-  Encoder enc;
-  Decoder dec;
-};
-TORCH_MODULE(Vae);
+using trainscope::examples::Vae;
 
 void usage() {
-  std::cout << "trainscope-example-vae: a VAE on Fashion-MNIST recorded with Trainscope.\n\n"
-               "  --steps N        training steps (default 1500)\n"
-               "  --batch N        batch size (default 64)\n"
-               "  --out DIR        recording directory (default runs/vae)\n"
-               "  --fail KIND      none | lr | exp | dead (default none)\n"
-               "                     lr:   the learning rate of dec.fc2 grows 10x per step from the failure step\n"
-               "                     exp:  enc.logvar switches to a naive -log(1+exp(-k z))/k that overflows to Inf\n"
-               "                     dead: enc.fc2 is re-initialised with large negative biases: its ReLUs die\n"
-               "  --fail-step S    step at which the failure starts (default 600)\n"
-               "  --interval N     recorder interval (default 10)\n"
-               "  --full-interval N  full weight tensors every N steps, for credit assignment (default 100, 0 = never)\n"
-               "  --no-record      train without the recorder (for timing)\n"
-               "  --seed N         random seed (default 1)\n";
+  std::cout
+      << "trainscope-example-vae: a VAE on Fashion-MNIST recorded with Trainscope.\n\n"
+         "  --steps N        training steps (default 1500)\n"
+         "  --batch N        batch size (default 64)\n"
+         "  --out DIR        recording directory (default runs/vae)\n"
+         "  --fail KIND      none | lr | exp | dead (default none)\n"
+         "                     lr:   the learning rate of dec.fc2 grows 10x per step from the failure step\n"
+         "                     exp:  enc.logvar switches to a naive -log(1+exp(-k z))/k that overflows to Inf\n"
+         "                     dead: enc.fc2 is re-initialised with large negative biases: its ReLUs die\n"
+         "  --fail-step S    step at which the failure starts (default 600)\n"
+         "  --interval N     recorder interval (default 10)\n"
+         "  --full-interval N  full weight tensors every N steps, for credit assignment (default 100, 0 = never)\n"
+         "  --no-record      train without the recorder (for timing)\n"
+         "  --seed N         random seed (default 1)\n";
 }
 
 }  // namespace

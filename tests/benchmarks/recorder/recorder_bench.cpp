@@ -18,6 +18,8 @@
 #include <torch/torch.h>
 #include <trainscope/recorder.h>
 
+#include "vae_model.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -34,63 +36,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// ----- the VAE of examples/vae -----
+// ----- the VAE of examples/vae (vae_model.h) -----
 
-constexpr int kLatent = 16;
-
-struct LogVarHeadImpl : torch::nn::Module {
-  LogVarHeadImpl(int in, int out)
-      : weight(register_parameter("weight", torch::randn({out, in}) * (1.0 / std::sqrt(double(in))))),
-        bias(register_parameter("bias", torch::zeros({out}))),
-        temperature(register_parameter("temperature", torch::ones({1}))) {}
-  torch::Tensor forward(const torch::Tensor& x) { return torch::linear(x, weight, bias) * temperature; }
-  torch::Tensor weight, bias, temperature;
-};
-TORCH_MODULE(LogVarHead);
-
-struct EncoderImpl : torch::nn::Module {
-  EncoderImpl()
-      : fc1(register_module("fc1", torch::nn::Linear(784, 256))),
-        act(register_module("act", torch::nn::ReLU())),
-        fc2(register_module("fc2", torch::nn::Linear(256, 128))),
-        act2(register_module("act2", torch::nn::ReLU())),
-        mu(register_module("mu", torch::nn::Linear(128, kLatent))),
-        logvar(register_module("logvar", LogVarHead(128, kLatent))) {}
-  std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& x) {
-    torch::Tensor h = act2(fc2(act(fc1(x))));
-    return {mu(h), logvar(h)};
-  }
-  torch::nn::Linear fc1;
-  torch::nn::ReLU act;
-  torch::nn::Linear fc2;
-  torch::nn::ReLU act2;
-  torch::nn::Linear mu;
-  LogVarHead logvar;
-};
-TORCH_MODULE(Encoder);
-
-struct DecoderImpl : torch::nn::Module {
-  DecoderImpl()
-      : fc1(register_module("fc1", torch::nn::Linear(kLatent, 128))),
-        act(register_module("act", torch::nn::ReLU())),
-        fc2(register_module("fc2", torch::nn::Linear(128, 256))),
-        act2(register_module("act2", torch::nn::ReLU())),
-        out(register_module("out", torch::nn::Linear(256, 784))) {}
-  torch::Tensor forward(const torch::Tensor& z) { return out(act2(fc2(act(fc1(z))))); }
-  torch::nn::Linear fc1;
-  torch::nn::ReLU act;
-  torch::nn::Linear fc2;
-  torch::nn::ReLU act2;
-  torch::nn::Linear out;
-};
-TORCH_MODULE(Decoder);
-
-struct VaeImpl : torch::nn::Module {
-  VaeImpl() : enc(register_module("enc", Encoder())), dec(register_module("dec", Decoder())) {}
-  Encoder enc;
-  Decoder dec;
-};
-TORCH_MODULE(Vae);
+using trainscope::examples::Vae;
 
 // ----- the classifier -----
 

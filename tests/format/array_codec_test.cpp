@@ -6,15 +6,12 @@
 
 #include "array_codec.h"
 #include "crc32c.h"
+#include "test_support.h"
 
 namespace trainscope::format {
 namespace {
 
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
+using testing::bits;
 
 std::vector<float> special_values() {
   return {0.0f,

@@ -10,21 +10,14 @@
 
 #include "array_codec.h"
 #include "chunk_codec.h"
+#include "test_support.h"
 #include "trainscope.pb.h"
 
 namespace trainscope::format {
 namespace {
 
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-float from_bits(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+using testing::bits;
+using testing::from_bits;
 
 // A base and a value that drifted from it, with every awkward case mixed in: specials, signs that flip, zero bases,
 // subnormals, jumps that need an escape.

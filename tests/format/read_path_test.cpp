@@ -23,16 +23,7 @@
 namespace trainscope::format {
 namespace {
 
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-uint64_t bits(double d) {
-  uint64_t u;
-  std::memcpy(&u, &d, 8);
-  return u;
-}
+using testing::bits;
 
 // Values with every byte position in use: random bit patterns (NaN payloads and subnormals included) mixed with
 // smooth rows, so that both the SIMD body and the scalar tail see all planes non-zero.

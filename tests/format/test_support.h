@@ -5,12 +5,30 @@
 #include <trainscope/format/types.h>
 
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
 
 namespace trainscope::testing {
+
+// A float's or double's bit pattern (to compare NaN payloads and signed zeros exactly), and back.
+inline uint32_t bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline uint64_t bits(double d) {
+  uint64_t u;
+  std::memcpy(&u, &d, 8);
+  return u;
+}
+inline float from_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
 
 // A fresh directory under the system temp dir, removed when the object goes away.
 class TempDir {

@@ -60,7 +60,17 @@ struct RunWriter::Impl {
   ScalarsData scalars;
   std::map<std::string, size_t> scalar_column;
   SummaryData summaries;
-  std::map<uint32_t, NeuronStatsData> neurons;
+  // Per layer, the neuron statistics waiting for its next chunk. The rows stay in the snapshots' own vectors (moved
+  // in) until the chunk is encoded: copying them into growing per-block vectors cost fresh pages and reallocations.
+  struct PendingLayer {
+    NeuronStatsData data;                         // each block's quantity, statistic, neuron count and steps only
+    std::vector<std::vector<const float*>> rows;  // per block, one row per step, pointing into `records`
+    std::vector<std::vector<float>> records;      // the neuron_values the rows point into
+    size_t bytes = 0;                             // what data.byte_size() would count with the rows gathered
+  };
+  std::map<uint32_t, PendingLayer> neurons;
+  NeuronStatsData gathered;  // the chunk being encoded, its rows copied in; reused so its memory stays warm
+  std::vector<NeuronBlockData> spare_blocks;  // gathered's blocks not needed by the current layer, kept for capacity
   std::map<TensorKey, FullTensor> tensor_base;
   std::map<TensorKey, int> since_keyframe;
   ByteBuffer payload_buffer;  // full tensors are encoded into it, chunk after chunk
@@ -97,7 +107,7 @@ struct RunWriter::Impl {
 
   void run();
   void process(WorkItem& item);
-  void add_snapshot(const Snapshot& s);
+  void add_snapshot(Snapshot& s);
   void add_full_tensor(FullTensor t);
   void write(ChunkHeader header, const std::string& payload);
   void write(ChunkHeader header, const uint8_t* payload, size_t size);
@@ -324,7 +334,7 @@ void RunWriter::Impl::process(WorkItem& item) {
   }
 }
 
-void RunWriter::Impl::add_snapshot(const Snapshot& s) {
+void RunWriter::Impl::add_snapshot(Snapshot& s) {
   if (!s.scalars.empty() || s.layers.empty()) {
     const size_t row = scalars.steps.size();
     scalars.steps.push_back(s.step);
@@ -344,28 +354,35 @@ void RunWriter::Impl::add_snapshot(const Snapshot& s) {
     }
     mark_buffered();
   }
-  for (const LayerQuantityRecord& r : s.layers) {
+  for (LayerQuantityRecord& r : s.layers) {
     summaries.records.push_back({r.layer_id, r.quantity, s.step, r.summary, r.neuron_stats && r.neuron_count});
     if (r.neuron_stats && r.neuron_count) {
-      NeuronStatsData& layer = neurons[r.layer_id];
-      layer.layer_id = r.layer_id;
+      PendingLayer& layer = neurons[r.layer_id];
+      std::vector<NeuronBlockData>& blocks = layer.data.blocks;
+      layer.data.layer_id = r.layer_id;
+      bool referenced = false;
       for (Statistic stat : all_statistics()) {
         const float* row = r.neuron_row(stat);
         if (!row) continue;
-        auto block = std::find_if(layer.blocks.begin(), layer.blocks.end(), [&](const NeuronBlockData& b) {
+        auto block = std::find_if(blocks.begin(), blocks.end(), [&](const NeuronBlockData& b) {
           return b.quantity == r.quantity && b.statistic == stat;
         });
-        if (block != layer.blocks.end() && block->neuron_count != r.neuron_count) {
+        if (block != blocks.end() && block->neuron_count != r.neuron_count) {
           if (!block->steps.empty()) emit_neurons(r.layer_id);  // the layer changed size: close the chunk
           block->neuron_count = r.neuron_count;
         }
-        if (block == layer.blocks.end()) {
-          layer.blocks.push_back({r.quantity, stat, r.neuron_count, {}, {}});
-          block = layer.blocks.end() - 1;
+        if (block == blocks.end()) {
+          blocks.push_back({r.quantity, stat, r.neuron_count, {}, {}});
+          layer.rows.emplace_back();
+          block = blocks.end() - 1;
         }
         block->steps.push_back(s.step);
-        block->values.insert(block->values.end(), row, row + r.neuron_count);
+        layer.rows[size_t(block - blocks.begin())].push_back(row);
+        layer.bytes += size_t(r.neuron_count) * sizeof(float) + sizeof(int64_t);
+        referenced = true;
       }
+      // A moved vector keeps its heap buffer, so the row pointers stay valid.
+      if (referenced) layer.records.push_back(std::move(r.neuron_values));
     }
     mark_buffered();
   }
@@ -373,7 +390,7 @@ void RunWriter::Impl::add_snapshot(const Snapshot& s) {
   if (summaries.records.size() * sizeof(SummaryRecord) >= options.chunk_bytes) emit_summaries();
   for (const LayerQuantityRecord& r : s.layers) {
     auto it = neurons.find(r.layer_id);
-    if (it != neurons.end() && it->second.byte_size() >= options.chunk_bytes) emit_neurons(r.layer_id);
+    if (it != neurons.end() && it->second.bytes >= options.chunk_bytes) emit_neurons(r.layer_id);
   }
 }
 
@@ -415,32 +432,44 @@ void RunWriter::Impl::emit_summaries() {
 void RunWriter::Impl::emit_neurons(uint32_t layer_id) {
   auto it = neurons.find(layer_id);
   if (it == neurons.end()) return;
-  // The blocks holding rows go into the chunk; their vectors come back emptied, so that the next chunk of the
-  // layer fills memory already in place instead of growing new vectors (page faults and copies).
-  NeuronStatsData& layer = it->second;
-  NeuronStatsData data;
-  data.layer_id = layer_id;
-  std::vector<size_t> taken;
-  for (size_t i = 0; i < layer.blocks.size(); ++i)
-    if (!layer.blocks[i].steps.empty()) {
-      taken.push_back(i);
-      data.blocks.push_back(std::move(layer.blocks[i]));
-    }
-  if (data.blocks.empty()) return;
+  PendingLayer& layer = it->second;
+  // The blocks holding rows go into the chunk, in the layer's block order.
+  std::vector<NeuronBlockData>& out = gathered.blocks;
+  gathered.layer_id = layer_id;
+  size_t used = 0;
   int64_t lo = INT64_MAX, hi = INT64_MIN;
   uint32_t quantities = 0;
-  for (const auto& b : data.blocks) {
+  for (size_t i = 0; i < layer.data.blocks.size(); ++i) {
+    NeuronBlockData& b = layer.data.blocks[i];
+    if (b.steps.empty()) continue;
+    if (used == out.size()) {
+      if (spare_blocks.empty()) {
+        out.emplace_back();
+      } else {
+        out.push_back(std::move(spare_blocks.back()));
+        spare_blocks.pop_back();
+      }
+    }
+    NeuronBlockData& g = out[used++];
+    g.quantity = b.quantity;
+    g.statistic = b.statistic;
+    g.neuron_count = b.neuron_count;
+    g.steps.assign(b.steps.begin(), b.steps.end());
+    g.values.clear();
+    for (const float* row : layer.rows[i]) g.values.insert(g.values.end(), row, row + b.neuron_count);
     quantities |= 1u << unsigned(b.quantity);
     for (int64_t s : b.steps) lo = std::min(lo, s), hi = std::max(hi, s);
+    b.steps.clear();
+    layer.rows[i].clear();
   }
-  const EncodedPayload payload = encode_neuron_stats(data, options.precision, &payload_buffer);
-  for (size_t j = 0; j < taken.size(); ++j) {
-    NeuronBlockData& block = layer.blocks[taken[j]];
-    block.steps = std::move(data.blocks[j].steps);
-    block.values = std::move(data.blocks[j].values);
-    block.steps.clear();
-    block.values.clear();
+  while (out.size() > used) {
+    spare_blocks.push_back(std::move(out.back()));
+    out.pop_back();
   }
+  layer.records.clear();
+  layer.bytes = 0;
+  if (used == 0) return;
+  const EncodedPayload payload = encode_neuron_stats(gathered, options.precision, &payload_buffer);
   write({uint16_t(ChunkType::NeuronStats), 0, layer_id, quantities, lo, hi}, payload.data, payload.size);
 }
 

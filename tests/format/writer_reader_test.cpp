@@ -274,6 +274,63 @@ TEST(WriterReader, NeuronChunksAfterAResizeHoldExactlyTheirRows) {
   }
 }
 
+// The writer keeps the snapshots' own rows until a chunk is encoded: every statistic of every record, across
+// chunk boundaries, a resize in the middle of a snapshot and a quantity that stops, must come back exactly.
+TEST(WriterReader, EveryStatisticOfEveryRecordComesBackExactly) {
+  TempDir dir;
+  RunMetadata m = small_model_metadata(8);
+  WriterOptions options;
+  options.chunk_bytes = 6 << 10;
+  auto value = [](int64_t step, Quantity q, unsigned stat, uint32_t n) {
+    return float(step * 10000 + int64_t(q) * 1000 + stat * 100 + n);
+  };
+  auto neurons_at = [](Quantity q, int64_t step) -> uint32_t { return q == Quantity::Weight && step >= 25 ? 12 : 8; };
+  const Quantity quantities[] = {Quantity::Activation, Quantity::Weight, Quantity::WeightGrad};
+  {
+    RunWriter w(dir.path(), m, options);
+    for (int64_t s = 0; s < 70; ++s) {
+      Snapshot snap;
+      snap.step = s;
+      for (Quantity q : quantities) {
+        if (q == Quantity::WeightGrad && s >= 50) continue;
+        LayerQuantityRecord r;
+        r.layer_id = 2;
+        r.quantity = q;
+        r.neuron_stats = kAllStatistics;
+        r.neuron_count = neurons_at(q, s);
+        for (unsigned stat = 0; stat < unsigned(kStatisticCount); ++stat)
+          for (uint32_t n = 0; n < r.neuron_count; ++n) r.neuron_values.push_back(value(s, q, stat, n));
+        snap.layers.push_back(std::move(r));
+      }
+      ASSERT_TRUE(w.append(std::move(snap)));
+    }
+  }
+  RunReader r(dir.path());
+  for (Quantity q : quantities)
+    for (Statistic stat : all_statistics()) {
+      const int64_t last = q == Quantity::WeightGrad ? 49 : 69;
+      // After the resize: the chunk the resize closed reaches step 25 through the other quantities.
+      const int64_t first = q == Quantity::Weight ? 26 : 0;
+      auto series = r.read_neuron_series(2, q, stat, first, 200);
+      ASSERT_TRUE(series);
+      const uint32_t neurons = neurons_at(q, first);
+      ASSERT_EQ(series->neuron_count, neurons);
+      ASSERT_EQ(series->steps.size(), size_t(last - first + 1));
+      for (size_t i = 0; i < series->steps.size(); ++i) {
+        ASSERT_EQ(series->steps[i], first + int64_t(i));
+        for (uint32_t n = 0; n < neurons; ++n)
+          ASSERT_EQ(series->values[i * neurons + n], value(series->steps[i], q, unsigned(stat), n));
+      }
+    }
+  auto early = r.read_neuron_series(2, Quantity::Weight, Statistic::Max, 0, 24);
+  ASSERT_TRUE(early);
+  ASSERT_EQ(early->neuron_count, 8u);
+  ASSERT_EQ(early->steps.size(), 25u);
+  for (size_t i = 0; i < 25; ++i)
+    for (uint32_t n = 0; n < 8; ++n)
+      ASSERT_EQ(early->values[i * 8 + n], value(int64_t(i), Quantity::Weight, unsigned(Statistic::Max), n));
+}
+
 TEST(WriterReader, CacheStaysWithinItsBound) {
   TempDir dir;
   WriterOptions options;

@@ -165,34 +165,46 @@ void unshuffle16(const uint8_t* planes, size_t count, uint8_t* dst) {
   }
 }
 
+#if defined(__SSE2__)
+// Words i .. i + 15 of eight byte planes of `count` bytes: bytes side by side in pairs, then in fours, then all
+// eight. pairs[j] holds words i + 2j and i + 2j + 1.
+inline void gather_16_words(const uint8_t* planes, size_t count, size_t i, __m128i pairs[8]) {
+  __m128i p[8];
+  for (size_t b = 0; b < 8; ++b) p[b] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + b * count + i));
+  const __m128i a0 = _mm_unpacklo_epi8(p[0], p[1]), a1 = _mm_unpackhi_epi8(p[0], p[1]);
+  const __m128i b0 = _mm_unpacklo_epi8(p[2], p[3]), b1 = _mm_unpackhi_epi8(p[2], p[3]);
+  const __m128i c0 = _mm_unpacklo_epi8(p[4], p[5]), c1 = _mm_unpackhi_epi8(p[4], p[5]);
+  const __m128i d0 = _mm_unpacklo_epi8(p[6], p[7]), d1 = _mm_unpackhi_epi8(p[6], p[7]);
+  const __m128i low[4] = {_mm_unpacklo_epi16(a0, b0), _mm_unpackhi_epi16(a0, b0), _mm_unpacklo_epi16(a1, b1),
+                          _mm_unpackhi_epi16(a1, b1)};
+  const __m128i high[4] = {_mm_unpacklo_epi16(c0, d0), _mm_unpackhi_epi16(c0, d0), _mm_unpacklo_epi16(c1, d1),
+                           _mm_unpackhi_epi16(c1, d1)};
+  for (size_t k = 0; k < 4; ++k) {
+    pairs[2 * k] = _mm_unpacklo_epi32(low[k], high[k]);
+    pairs[2 * k + 1] = _mm_unpackhi_epi32(low[k], high[k]);
+  }
+}
+#endif
+
+// Word i of eight byte planes of `count` bytes, a byte at a time (the tails of the loops below).
+inline uint64_t word_at(const uint8_t* planes, size_t count, size_t i) {
+  uint64_t word = 0;
+  for (size_t b = 0; b < 8; ++b) word |= uint64_t(planes[b * count + i]) << (8 * b);
+  return word;
+}
+
 // Eight planes of `count` bytes back into 64-bit words: scalars and layer summaries are doubles, and a byte at a
 // time they cost more than decompressing them.
 void unshuffle64(const uint8_t* planes, size_t count, uint8_t* dst) {
   size_t i = 0;
 #if defined(__SSE2__)
-  // 16 words at a time: bytes side by side in pairs, then in fours, then all eight.
   for (; i + 16 <= count; i += 16) {
-    __m128i p[8];
-    for (size_t b = 0; b < 8; ++b) p[b] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + b * count + i));
-    const __m128i a0 = _mm_unpacklo_epi8(p[0], p[1]), a1 = _mm_unpackhi_epi8(p[0], p[1]);
-    const __m128i b0 = _mm_unpacklo_epi8(p[2], p[3]), b1 = _mm_unpackhi_epi8(p[2], p[3]);
-    const __m128i c0 = _mm_unpacklo_epi8(p[4], p[5]), c1 = _mm_unpackhi_epi8(p[4], p[5]);
-    const __m128i d0 = _mm_unpacklo_epi8(p[6], p[7]), d1 = _mm_unpackhi_epi8(p[6], p[7]);
-    const __m128i low[4] = {_mm_unpacklo_epi16(a0, b0), _mm_unpackhi_epi16(a0, b0), _mm_unpacklo_epi16(a1, b1),
-                            _mm_unpackhi_epi16(a1, b1)};
-    const __m128i high[4] = {_mm_unpacklo_epi16(c0, d0), _mm_unpackhi_epi16(c0, d0), _mm_unpacklo_epi16(c1, d1),
-                             _mm_unpackhi_epi16(c1, d1)};
-    for (size_t k = 0; k < 4; ++k) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * (i + 4 * k)), _mm_unpacklo_epi32(low[k], high[k]));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * (i + 4 * k + 2)), _mm_unpackhi_epi32(low[k], high[k]));
-    }
+    __m128i pairs[8];
+    gather_16_words(planes, count, i, pairs);
+    for (size_t j = 0; j < 8; ++j) _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * (i + 2 * j)), pairs[j]);
   }
 #endif
-  for (; i < count; ++i) {
-    uint64_t word = 0;
-    for (size_t b = 0; b < 8; ++b) word |= uint64_t(planes[b * count + i]) << (8 * b);
-    store64(dst + 8 * i, word);
-  }
+  for (; i < count; ++i) store64(dst + 8 * i, word_at(planes, count, i));
 }
 
 // unshuffle64 of a single column XORed with the previous row (a scalar's or a summary field's values): the words
@@ -202,34 +214,20 @@ void unshuffle64_running_xor(const uint8_t* planes, size_t count, uint8_t* dst) 
   uint64_t running = 0;
 #if defined(__SSE2__)
   __m128i carry = _mm_setzero_si128();  // the running XOR in both halves
-  const auto step = [&](__m128i pair, uint8_t* out) {
-    pair = _mm_xor_si128(pair, _mm_slli_si128(pair, 8));  // [a, a ^ b]
-    pair = _mm_xor_si128(pair, carry);
-    carry = _mm_unpackhi_epi64(pair, pair);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), pair);
-  };
   for (; i + 16 <= count; i += 16) {
-    __m128i p[8];
-    for (size_t b = 0; b < 8; ++b) p[b] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(planes + b * count + i));
-    const __m128i a0 = _mm_unpacklo_epi8(p[0], p[1]), a1 = _mm_unpackhi_epi8(p[0], p[1]);
-    const __m128i b0 = _mm_unpacklo_epi8(p[2], p[3]), b1 = _mm_unpackhi_epi8(p[2], p[3]);
-    const __m128i c0 = _mm_unpacklo_epi8(p[4], p[5]), c1 = _mm_unpackhi_epi8(p[4], p[5]);
-    const __m128i d0 = _mm_unpacklo_epi8(p[6], p[7]), d1 = _mm_unpackhi_epi8(p[6], p[7]);
-    const __m128i low[4] = {_mm_unpacklo_epi16(a0, b0), _mm_unpackhi_epi16(a0, b0), _mm_unpacklo_epi16(a1, b1),
-                            _mm_unpackhi_epi16(a1, b1)};
-    const __m128i high[4] = {_mm_unpacklo_epi16(c0, d0), _mm_unpackhi_epi16(c0, d0), _mm_unpacklo_epi16(c1, d1),
-                             _mm_unpackhi_epi16(c1, d1)};
-    for (size_t k = 0; k < 4; ++k) {
-      step(_mm_unpacklo_epi32(low[k], high[k]), dst + 8 * (i + 4 * k));
-      step(_mm_unpackhi_epi32(low[k], high[k]), dst + 8 * (i + 4 * k + 2));
+    __m128i pairs[8];
+    gather_16_words(planes, count, i, pairs);
+    for (size_t j = 0; j < 8; ++j) {
+      __m128i pair = _mm_xor_si128(pairs[j], _mm_slli_si128(pairs[j], 8));  // [a, a ^ b]
+      pair = _mm_xor_si128(pair, carry);
+      carry = _mm_unpackhi_epi64(pair, pair);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 8 * (i + 2 * j)), pair);
     }
   }
   if (i > 0) running = load64(dst + 8 * (i - 1));
 #endif
   for (; i < count; ++i) {
-    uint64_t word = 0;
-    for (size_t b = 0; b < 8; ++b) word |= uint64_t(planes[b * count + i]) << (8 * b);
-    running ^= word;
+    running ^= word_at(planes, count, i);
     store64(dst + 8 * i, running);
   }
 }

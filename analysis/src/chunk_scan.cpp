@@ -1,18 +1,9 @@
 #include "chunk_scan.h"
 
+#include <trainscope/format/simd_clones.h>
+
 #include <cstring>
 #include <utility>
-
-// The loops below are compiled twice on x86-64 (AVX2 and the baseline), the better one chosen when the library
-// loads, as the recorder's statistics kernels are.
-#if defined(__x86_64__) && defined(__has_attribute) && !defined(__SANITIZE_ADDRESS__)
-#if __has_attribute(target_clones)
-#define TRAINSCOPE_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
-#endif
-#endif
-#ifndef TRAINSCOPE_SIMD_CLONES
-#define TRAINSCOPE_SIMD_CLONES
-#endif
 
 namespace trainscope::analysis {
 namespace {

@@ -2,22 +2,12 @@
 
 #include <ATen/record_function.h>
 #include <torch/torch.h>
+#include <trainscope/format/simd_clones.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
-
-// The one-pass kernels are compiled twice on x86-64 (AVX2 and the baseline), the better one chosen when the library
-// loads: LibTorch's own kernels do the same at run time.
-#if defined(__x86_64__) && defined(__has_attribute) && !defined(__SANITIZE_ADDRESS__)
-#if __has_attribute(target_clones)
-#define TRAINSCOPE_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
-#endif
-#endif
-#ifndef TRAINSCOPE_SIMD_CLONES
-#define TRAINSCOPE_SIMD_CLONES
-#endif
 
 namespace trainscope::detail {
 

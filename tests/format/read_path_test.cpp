@@ -336,15 +336,18 @@ TEST(ReadPath, FullTensorViewSharesTheCacheAndOutlivesIt) {
   EXPECT_FALSE(r.full_tensor(3, Quantity::Weight, 10));
 }
 
-TEST(ReadPath, SummaryChunksAsColumnsHoldWhatTheRecordsHold) {
-  testing::TempDir dir;
+// `steps` snapshots of a 4-layer model (per-neuron statistics every 10th) in chunks of about `chunk_bytes`.
+void write_small_run(const std::filesystem::path& dir, size_t chunk_bytes, int steps) {
   const RunMetadata m = testing::small_model_metadata(4);
   WriterOptions options;
-  options.chunk_bytes = 16 << 10;  // several layer-summary chunks
-  {
-    RunWriter w(dir.path(), m, options);
-    for (int s = 0; s < 300; ++s) ASSERT_TRUE(w.append(testing::synthetic_snapshot(s, 4, m, s % 10 == 0)));
-  }
+  options.chunk_bytes = chunk_bytes;
+  RunWriter w(dir, m, options);
+  for (int s = 0; s < steps; ++s) ASSERT_TRUE(w.append(testing::synthetic_snapshot(s, 4, m, s % 10 == 0)));
+}
+
+TEST(ReadPath, SummaryChunksAsColumnsHoldWhatTheRecordsHold) {
+  testing::TempDir dir;
+  write_small_run(dir.path(), 16 << 10, 300);  // several layer-summary chunks
   for (bool cached : {false, true}) {
     RunReader r(dir.path());
     std::vector<int64_t> steps;
@@ -413,13 +416,7 @@ void expect_same_pass(const SummaryPass& got, const SummaryPass& want, const std
 
 TEST(ReadPath, SummaryChunksReadAheadEqualTheOnesReadInTurn) {
   testing::TempDir dir;
-  const RunMetadata m = testing::small_model_metadata(4);
-  WriterOptions options;
-  options.chunk_bytes = 4 << 10;  // many layer-summary chunks
-  {
-    RunWriter w(dir.path(), m, options);
-    for (int s = 0; s < 400; ++s) ASSERT_TRUE(w.append(testing::synthetic_snapshot(s, 4, m, s % 10 == 0)));
-  }
+  write_small_run(dir.path(), 4 << 10, 400);  // many layer-summary chunks
   // Two damaged summary chunks: one whose checksum fails (found by the read-ahead thread), and one in a second
   // segment whose payload is cut short although its checksum holds (found by the decoding on the calling thread).
   const std::filesystem::path segment = dir.path() / "segment-000000.tss";

@@ -13,7 +13,8 @@
 //   loop alone, --only-recorder default|every|full: that configuration alone (to compare profiles of the two)
 //   --interval N, --ring-interval N, --zstd L, --keyframe K: override RecorderOptions::interval (of the default
 //   configuration), RecorderOptions::ring_interval, WriterOptions::zstd_level and
-//   WriterOptions::keyframe_interval (to measure the choices documented in recorder.h)
+//   WriterOptions::keyframe_interval (to measure the choices documented in recorder.h); --quantities LIST:
+//   RecorderOptions::quantities of the recorder configurations (what each quantity's capture costs)
 #include <sys/resource.h>
 #include <torch/torch.h>
 #include <trainscope/recorder.h>
@@ -97,6 +98,7 @@ enum class Model { Vae, Mlp };
 
 int g_ring_interval = 0, g_keyframe = 0, g_interval = 0;  // 0: the defaults
 std::optional<int> g_zstd;
+std::optional<trainscope::QuantityMask> g_quantities;
 
 trainscope::RecorderOptions options_for(Mode mode) {
   trainscope::RecorderOptions options;  // what a user gets
@@ -104,6 +106,7 @@ trainscope::RecorderOptions options_for(Mode mode) {
   if (g_interval > 0) options.interval = g_interval;
   if (g_zstd) options.writer.zstd_level = *g_zstd;
   if (g_keyframe > 0) options.writer.keyframe_interval = g_keyframe;
+  if (g_quantities) options.quantities = *g_quantities;
   if (mode == Mode::EveryStep) options.interval = 1;
   if (mode == Mode::RecorderFull) {
     using trainscope::quantity_bit;
@@ -255,6 +258,25 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
     std::printf("recorder memory held (default settings): %zu bytes\n", best[Mode::Default].held);
 }
 
+// "activation,weight_grad" (or "none") as a mask; exits naming the word it does not know.
+trainscope::QuantityMask parse_quantities(const std::string& list) {
+  trainscope::QuantityMask mask = 0;
+  if (list == "none") return mask;
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t comma = std::min(list.find(',', start), list.size());
+    const std::string word = list.substr(start, comma - start);
+    const auto q = trainscope::format::parse_quantity(word);
+    if (!q) {
+      std::fprintf(stderr, "recorder_bench: --quantities: unknown quantity '%s'\n", word.c_str());
+      std::exit(2);
+    }
+    mask |= trainscope::quantity_bit(*q);
+    start = comma + 1;
+  }
+  return mask;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -265,7 +287,7 @@ int main(int argc, char** argv) {
     std::printf(
         "recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only default|every|full]\n"
         "               [--only-recorder MODE] [--model vae|mlp|all] [--interval N] [--ring-interval N] [--zstd L]\n"
-        "               [--keyframe K]\n");
+        "               [--keyframe K] [--quantities activation,weight_grad,...|none]\n");
     return 0;
   }
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -288,6 +310,8 @@ int main(int argc, char** argv) {
       g_zstd = std::atoi(v.c_str());  // negative levels are zstd's fast modes
     else if (a == "--keyframe")
       g_keyframe = std::atoi(v.c_str());
+    else if (a == "--quantities")
+      g_quantities = parse_quantities(v);
     else if (a == "--only" && v == "bare")
       g_modes = {Mode::Bare};
     else if (a == "--only")

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <random>
+#include <string>
 
 #include "array_codec.h"
 #include "crc32c.h"
@@ -108,6 +110,30 @@ TEST(Crc32c, MatchesKnownValues) {
   EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);
   // Incremental use gives the same result.
   EXPECT_EQ(crc32c(increasing.data() + 10, 22, crc32c(increasing.data(), 10)), 0x46DD794Eu);
+}
+
+// Long inputs take the three-chain path; it must agree with the table-driven reference on every length around its
+// block boundaries (3 x 8 KB), at any alignment, and continuing from any CRC.
+TEST(Crc32c, LongInputsAgreeWithTheReference) {
+  std::mt19937 rng(11);
+  std::vector<uint8_t> data(200000 + 7);
+  for (auto& b : data) b = uint8_t(rng());
+  const size_t block = 3 * 8192;
+  for (size_t n : {block - 1, block, block + 1, block + 9, 2 * block - 3, 2 * block, 5 * block + 4095, size_t(200000)})
+    for (size_t offset : {0, 1, 7}) {
+      SCOPED_TRACE("length " + std::to_string(n) + ", offset " + std::to_string(offset));
+      const uint8_t* p = data.data() + offset;
+      EXPECT_EQ(crc32c(p, n), crc32c_portable(p, n));
+      EXPECT_EQ(crc32c(p, n, 0x12345678u), crc32c_portable(p, n, 0x12345678u));
+      EXPECT_EQ(crc32c(p + n / 3, n - n / 3, crc32c(p, n / 3)), crc32c(p, n));
+    }
+  // A flipped bit anywhere in a long input changes the CRC.
+  const uint32_t clean = crc32c(data.data(), data.size());
+  for (size_t at : {size_t(0), size_t(8191), size_t(8192), size_t(16384 + 5), data.size() - 1}) {
+    data[at] ^= 0x10;
+    EXPECT_NE(crc32c(data.data(), data.size()), clean) << "bit flipped at " << at;
+    data[at] ^= 0x10;
+  }
 }
 
 }  // namespace

@@ -21,8 +21,8 @@ struct ReaderOptions {
   // cache costs page faults: reading a 200 MB run series by series went from 56-72% of plain zstd's speed with a
   // 512 MB cache to 92% with this one (format_benchmark). A chunk larger than the cache is decoded but not kept.
   size_t cache_bytes = size_t(64) << 20;
-  // for_each_summary_chunk reads and decompresses the next chunks on a second thread while the visitor works on
-  // one (a few chunks ahead, in buffers of their own). Off: everything on the calling thread.
+  // for_each_summary_chunk reads, decompresses and decodes the next chunks on up to two threads of its own while the
+  // visitor works on one (a few chunks ahead, in buffers of their own). Off: everything on the calling thread.
   bool read_ahead = true;
 };
 
@@ -141,8 +141,8 @@ class RunReader {
   // Every layer-summary chunk overlapping [first_step, last_step], in file order, whole (records outside the range
   // included), as columns: decoded into memory reused from chunk to chunk and not kept in the cache, so that one
   // pass over a long run costs the decompression and little else. For analyses of the whole run. With
-  // ReaderOptions::read_ahead, the chunks are read and decompressed on a second thread, ahead of the visitor; they
-  // are decoded and visited on the calling thread, in the same order, with the same problems reported.
+  // ReaderOptions::read_ahead, the chunks are read, decompressed and decoded on up to two threads of the reader's,
+  // ahead of the visitor; they are visited on the calling thread, in the same order, with the same problems reported.
   using SummaryChunkVisitor = std::function<void(const SummaryColumns& chunk)>;
   void for_each_summary_chunk(int64_t first_step, int64_t last_step, const SummaryChunkVisitor& visit);
 

@@ -126,8 +126,9 @@ class OpObserver {
   int slot_ = -1;  // callback slot, claimed on first arm()
   int depth_ = 0;
   int next_order_ = 0;
-  std::vector<int> first_order_;  // layer ids
-  std::vector<int> first_rank_;   // position of each layer in first_order_, -1 if never ran
+  std::vector<int> first_order_;                    // layer ids
+  std::vector<int> first_rank_;                     // position of each layer in first_order_, -1 if never ran
+  std::vector<std::vector<int64_t>> known_shapes_;  // output shape (batch dimension dropped) last seen per layer
   std::set<std::pair<uint32_t, uint32_t>> edges_;
   bool graph_changed_ = false;
 };

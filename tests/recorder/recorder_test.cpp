@@ -466,6 +466,50 @@ TEST(Recorder, FlushPutsEveryStepsScalarsOnDisk) {
   EXPECT_EQ(checked, 2u);
 }
 
+// The metadata (hierarchy, graph, output shapes) is written again only when it changes: once the graph is known,
+// further captured steps add no metadata chunk; a new output shape adds one.
+TEST(Recorder, MetadataIsRewrittenOnlyWhenItChanges) {
+  constexpr uint16_t kMetadataChunk = 1;  // chunk type 1 in format/FORMAT.md
+  TempDir tmp;
+  RecorderOptions options;
+  options.interval = 1;
+  torch::manual_seed(6);
+  Mlp model(10, 16, 4);
+  const fs::path dir = tmp.path() / "run";
+  auto metadata_chunks = [&] {
+    RunReader reader(dir);
+    size_t n = 0;
+    for (const auto& c : reader.chunks()) n += c.type == kMetadataChunk ? 1 : 0;
+    return n;
+  };
+  Recorder rec(model, dir, options);
+  // Sequences of `length` positions: Linear layers act on the last dimension, so the output shape (batch dimension
+  // dropped) is [length, width].
+  auto train = [&](int steps, int64_t length) {
+    const torch::Tensor x = torch::randn({8, length, 10}), y = torch::randn({8, length, 4});
+    for (int s = 0; s < steps; ++s) {
+      model->zero_grad();
+      auto loss = torch::mse_loss(model->forward(x), y);
+      loss.backward();
+      EXPECT_TRUE(rec.step(loss).captured);
+    }
+  };
+  train(3, 2);
+  rec.flush();
+  const size_t known = metadata_chunks();
+  EXPECT_GE(known, 1u);
+  train(20, 2);  // the same graph and shapes, every step captured
+  rec.flush();
+  EXPECT_EQ(metadata_chunks(), known);
+  train(2, 3);
+  rec.flush();
+  EXPECT_EQ(metadata_chunks(), known + 1);
+  RunReader reader(dir);
+  const auto* fc2 = reader.metadata().find_layer("fc2");
+  ASSERT_NE(fc2, nullptr);
+  EXPECT_EQ(fc2->output_shape, (std::vector<int64_t>{3, 16}));
+}
+
 TEST(FlightRecorder, MemoryIsBoundedInBytes) {
   TempDir tmp;
   RecorderOptions options;

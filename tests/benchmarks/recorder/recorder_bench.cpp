@@ -85,12 +85,21 @@ double process_cpu_seconds() {
   return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
+// Minor page faults of the whole process: fresh memory touched. On a VM a fault can cost microseconds, so the
+// allocator's choices (returning freed memory, then faulting it in again) weigh on the step time.
+int64_t process_page_faults() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return int64_t(u.ru_minflt);
+}
+
 struct Result {
   double wall = 0, thread_cpu = 0, process_cpu = 0;
   uint64_t bytes = 0;
   size_t held = 0;
   int64_t saved_steps = 0;
   double in_step = 0;  // seconds inside rec.step() on the training thread
+  int64_t faults = 0;  // minor page faults during the run
 };
 
 enum class Mode { Bare, Default, EveryStep, TorchSave, RecorderFull };
@@ -153,6 +162,7 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
   Result r;
   const auto start = std::chrono::steady_clock::now();
   const double thread_start = thread_cpu_seconds(), process_start = process_cpu_seconds();
+  const int64_t faults_start = process_page_faults();
   for (int s = 0; s < steps; ++s) {
     const bool save = mode == Mode::TorchSave && s % 10 == 0;
     std::vector<torch::Tensor> hidden;
@@ -188,6 +198,7 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
   r.wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   r.thread_cpu = thread_cpu_seconds() - thread_start;
   r.process_cpu = process_cpu_seconds() - process_start;
+  r.faults = process_page_faults() - faults_start;
   r.bytes = directory_bytes(out);
   if (mode == Mode::RecorderFull) r.saved_steps = (steps + 9) / 10;
   return r;
@@ -220,6 +231,7 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
       }
       b.thread_cpu = std::min(b.thread_cpu, r.thread_cpu);
       b.process_cpu = std::min(b.process_cpu, r.process_cpu);
+      b.faults = std::min(b.faults, r.faults);
     }
     if (this_round.count(Mode::Bare))
       for (Mode m : g_modes) ratios[m].push_back(this_round[m].wall / this_round[Mode::Bare].wall);
@@ -230,17 +242,17 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
   }
   const Result& bare = best[Mode::Bare];
   std::printf("\n== %s, batch %d, %d steps, best of %d rounds ==\n", title, batch, steps, rounds);
-  std::printf("%-38s %8s %7s %8s %9s %10s %14s %12s\n", "", "wall s", "ratio", "(median)", "thread", "process",
-              "bytes/step", "ms/step in");
-  std::printf("%-38s %8s %7s %8s %9s %10s %14s %12s\n", "", "", "", "", "CPU", "CPU", "on disk", "step()");
-  std::printf("%-38s %8.3f %6.3fx %8s %8.3fs %9.3fs\n", "bare loop", bare.wall, 1.0, "", bare.thread_cpu,
-              bare.process_cpu);
+  std::printf("%-38s %8s %7s %8s %9s %10s %8s %14s %12s\n", "", "wall s", "ratio", "(median)", "thread", "process",
+              "faults", "bytes/step", "ms/step in");
+  std::printf("%-38s %8s %7s %8s %9s %10s %8s %14s %12s\n", "", "", "", "", "CPU", "CPU", "/step", "on disk", "step()");
+  std::printf("%-38s %8.3f %6.3fx %8s %8.3fs %9.3fs %8.0f\n", "bare loop", bare.wall, 1.0, "", bare.thread_cpu,
+              bare.process_cpu, double(bare.faults) / steps);
   auto line = [&](const char* name, Mode m, const char* goal) {
     if (!best.count(m)) return;
     const Result& r = best[m];
-    std::printf("%-38s %8.3f %6.3fx (%5.3fx) %7.3fx %9.3fx %14.0f %12.3f   goal %s\n", name, r.wall, r.wall / bare.wall,
-                median(ratios[m]), r.thread_cpu / bare.thread_cpu, r.process_cpu / bare.process_cpu,
-                double(r.bytes) / steps, 1000 * r.in_step / steps, goal);
+    std::printf("%-38s %8.3f %6.3fx (%5.3fx) %7.3fx %9.3fx %8.0f %14.0f %12.3f   goal %s\n", name, r.wall,
+                r.wall / bare.wall, median(ratios[m]), r.thread_cpu / bare.thread_cpu, r.process_cpu / bare.process_cpu,
+                double(r.faults) / steps, double(r.bytes) / steps, 1000 * r.in_step / steps, goal);
   };
   line("recorder, default settings", Mode::Default, "<= 1.05x");
   line("recorder, all statistics every step", Mode::EveryStep, "<= 1.15x");

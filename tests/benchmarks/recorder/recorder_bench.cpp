@@ -7,7 +7,8 @@
 //   torch::save of parameters, gradients and activations / 10 steps (the naive alternative), and bytes per saved
 //   step against the recorder storing the same full tensors                   goal <= 0.55x
 // Besides wall time it prints the training thread's CPU time and the whole process's (writer thread included) as
-// ratios: less disturbed by other processes on a shared machine. The goal is the wall-time ratio.
+// ratios: less disturbed by other processes on a shared machine; page faults per step; and the mean time of the
+// steps the recorder captured and of the others, against the bare loop's. The goal is the wall-time ratio.
 // Usage: recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only MODE] [--model vae|mlp|all]
 //   --only default|every|full: run the bare loop and that one configuration (for profiling); --only bare: the bare
 //   loop alone, --only-recorder default|every|full: that configuration alone (to compare profiles of the two)
@@ -100,6 +101,10 @@ struct Result {
   int64_t saved_steps = 0;
   double in_step = 0;  // seconds inside rec.step() on the training thread
   int64_t faults = 0;  // minor page faults during the run
+  // Wall time of whole steps (forward to optimizer), split by whether the recorder captured the step: where the
+  // overhead sits. The bare loop's steps are all "other" steps.
+  double captured_seconds = 0, other_seconds = 0;
+  int64_t captured_steps = 0, other_steps = 0;
 };
 
 enum class Mode { Bare, Default, EveryStep, TorchSave, RecorderFull };
@@ -164,6 +169,8 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
   const double thread_start = thread_cpu_seconds(), process_start = process_cpu_seconds();
   const int64_t faults_start = process_page_faults();
   for (int s = 0; s < steps; ++s) {
+    const auto step_start = std::chrono::steady_clock::now();
+    bool captured = false;
     const bool save = mode == Mode::TorchSave && s % 10 == 0;
     std::vector<torch::Tensor> hidden;
     const torch::Tensor& x = images[size_t(s) % images.size()];
@@ -177,18 +184,21 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
       const torch::Tensor kl = -0.5 * torch::sum(1 + logvar - mu.pow(2) - logvar.exp()) / double(batch);
       const torch::Tensor loss = recon + kl;
       loss.backward();
-      if (rec) rec->step(loss, {{"recon", recon}, {"kl", kl}});
+      if (rec) captured = rec->step(loss, {{"recon", recon}, {"kl", kl}}).captured;
       if (save) hidden = {mu, logvar, z, logits};
     } else {
       const torch::Tensor loss = torch::cross_entropy_loss(mlp->forward(x, save ? &hidden : nullptr), labels);
       loss.backward();
-      if (rec) rec->step(loss);
+      if (rec) captured = rec->step(loss).captured;
     }
     if (save) {
       save_step(*model, hidden, out / ("step-" + std::to_string(s) + ".pt"));
       ++r.saved_steps;
     }
     opt.step();
+    const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+    (captured ? r.captured_seconds : r.other_seconds) += step_seconds;
+    ++(captured ? r.captured_steps : r.other_steps);
   }
   if (rec) {
     r.held = rec->stats().held_bytes;
@@ -228,6 +238,10 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
       if (r.wall < b.wall) {
         b.wall = r.wall;
         b.in_step = r.in_step;
+        b.captured_seconds = r.captured_seconds;
+        b.other_seconds = r.other_seconds;
+        b.captured_steps = r.captured_steps;
+        b.other_steps = r.other_steps;
       }
       b.thread_cpu = std::min(b.thread_cpu, r.thread_cpu);
       b.process_cpu = std::min(b.process_cpu, r.process_cpu);
@@ -268,6 +282,15 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
   }
   if (best.count(Mode::Default))
     std::printf("recorder memory held (default settings): %zu bytes\n", best[Mode::Default].held);
+  auto per_step = [](double seconds, int64_t n) { return n > 0 ? 1e3 * seconds / double(n) : 0.0; };
+  const double bare_step = per_step(bare.other_seconds, bare.other_steps);
+  for (const auto& [m, name] : {std::pair{Mode::Default, "default settings"}, {Mode::EveryStep, "every step"}}) {
+    if (!best.count(m)) continue;
+    const Result& r = best[m];
+    std::printf("%s, best round: captured steps %.3f ms (%lld), other steps %.3f ms (%lld), bare loop %.3f ms a step\n",
+                name, per_step(r.captured_seconds, r.captured_steps), static_cast<long long>(r.captured_steps),
+                per_step(r.other_seconds, r.other_steps), static_cast<long long>(r.other_steps), bare_step);
+  }
 }
 
 // "activation,weight_grad" (or "none") as a mask; exits naming the word it does not know.

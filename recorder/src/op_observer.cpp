@@ -72,10 +72,7 @@ struct OpObserver::OpContext : at::ObserverContext {
 };
 
 OpObserver::OpObserver(std::vector<LayerInfo> layers)
-    : layers_(std::move(layers)),
-      buffers_(std::make_shared<CaptureBuffers>()),
-      first_rank_(layers_.size(), -1),
-      known_shapes_(layers_.size()) {
+    : layers_(std::move(layers)), buffers_(std::make_shared<CaptureBuffers>()), first_rank_(layers_.size(), -1) {
   buffers_->layers.resize(layers_.size());
 }
 
@@ -299,13 +296,7 @@ void OpObserver::take_activation(uint32_t layer, const torch::Tensor& out, bool 
   if (cap.output_shape.empty()) {
     auto sizes = out.sizes().vec();
     if (sizes.size() >= 2) sizes.erase(sizes.begin());
-    // Only a shape not seen before changes the metadata: rewriting it every captured step cost ~0.15 ms there and a
-    // metadata chunk in the file each time.
-    if (known_shapes_[layer] != sizes) {
-      known_shapes_[layer] = sizes;
-      graph_changed_ = true;
-    }
-    cap.output_shape = std::move(sizes);
+    cap.output_shape = std::move(sizes);  // the recorder compares it with the metadata's
   }
   const int64_t neurons = out.size(dim);
   const double count = neurons ? double(out.numel()) / double(neurons) : 0;

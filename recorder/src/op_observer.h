@@ -89,6 +89,8 @@ class OpObserver {
   std::vector<std::pair<std::pair<uint32_t, uint32_t>, bool>> edges() const;
   // Layers in the order they first ran (over all captured steps).
   const std::vector<int>& first_run_order() const { return first_order_; }
+  // Whether new edges or layers run for the first time were seen since the last call. Output shapes are the
+  // recorder's to compare with its metadata.
   bool take_graph_changed();
 
   // RecordFunction callbacks of this observer's slot.
@@ -126,9 +128,8 @@ class OpObserver {
   int slot_ = -1;  // callback slot, claimed on first arm()
   int depth_ = 0;
   int next_order_ = 0;
-  std::vector<int> first_order_;                    // layer ids
-  std::vector<int> first_rank_;                     // position of each layer in first_order_, -1 if never ran
-  std::vector<std::vector<int64_t>> known_shapes_;  // output shape (batch dimension dropped) last seen per layer
+  std::vector<int> first_order_;  // layer ids
+  std::vector<int> first_rank_;   // position of each layer in first_order_, -1 if never ran
   std::set<std::pair<uint32_t, uint32_t>> edges_;
   bool graph_changed_ = false;
 };

@@ -230,7 +230,7 @@ struct Recorder::Impl {
   std::deque<format::Snapshot> ring;
   size_t ring_bytes = 0;
   RecorderStats stats;
-  std::vector<size_t> edges_written;
+  bool shapes_changed = false;  // collect() found a layer output shape the metadata did not have yet
 
   Impl(std::shared_ptr<torch::nn::Module> m, const std::filesystem::path& run_dir, RecorderOptions o)
       : options(std::move(o)),
@@ -450,6 +450,7 @@ struct Recorder::Impl {
         add_full(cap.full_activation_grad, Quantity::ActivationGrad);
         if (!cap.output_shape.empty() && metadata.layers[id].output_shape != cap.output_shape) {
           metadata.layers[id].output_shape = cap.output_shape;
+          shapes_changed = true;
           const int64_t n = infos[id].channel_axis && cap.output_shape.size() >= 2 ? cap.output_shape.front()
                                                                                    : cap.output_shape.back();
           metadata.layers[id].neuron_count = uint64_t(n);
@@ -594,8 +595,12 @@ struct Recorder::Impl {
     return out;
   }
 
+  // The metadata goes to the writer again only when the graph or a shape changed: rewriting it at every captured
+  // step cost ~0.15 ms there, and a metadata chunk in the file each time.
   void update_graph_metadata() {
-    if (!observer->take_graph_changed()) return;
+    const bool graph_changed = observer->take_graph_changed();
+    if (!graph_changed && !shapes_changed) return;
+    shapes_changed = false;
     metadata.edges.clear();
     for (const auto& [edge, recurrent] : observer->edges())
       metadata.edges.push_back({edge.first, edge.second, recurrent});

@@ -88,7 +88,6 @@ class ChunkReadAhead {
     ChunkInfo chunk;
   };
   struct Slot {
-    std::string framed, raw;
     SummaryColumnData columns;
     size_t stored_read = 0, raw_produced = 0;  // for the reader's statistics: what read_payload would have counted
     std::exception_ptr error;                  // the chunk is unreadable: what reading or decoding it threw
@@ -130,6 +129,9 @@ class ChunkReadAhead {
 
  private:
   void run(size_t first, size_t stride) {
+    // The stored and the decompressed bytes are needed only until the columns are decoded: one pair per worker,
+    // not per slot (each is about a megabyte of fresh memory, and first touches are page faults).
+    std::string framed, raw;
     for (size_t j = first; j < jobs_.size(); j += stride) {
       Slot& slot = slots_[j % slots_.size()];
       {
@@ -143,11 +145,11 @@ class ChunkReadAhead {
       slot.error = nullptr;
       try {
         if (job.fd < 0) throw FormatError(job.path.string() + ": cannot open");
-        read_framed_chunk(job.fd, job.path, job.chunk, &slot.framed);
-        slot.stored_read = slot.framed.size();
-        decompress_chunk(job.path, job.chunk, slot.framed, &slot.raw);
-        slot.raw_produced = slot.raw.size();
-        decode_summary_columns(slot.raw, &slot.columns);
+        read_framed_chunk(job.fd, job.path, job.chunk, &framed);
+        slot.stored_read = framed.size();
+        decompress_chunk(job.path, job.chunk, framed, &raw);
+        slot.raw_produced = raw.size();
+        decode_summary_columns(raw, &slot.columns);
       } catch (...) {
         slot.error = std::current_exception();
       }

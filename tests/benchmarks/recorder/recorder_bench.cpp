@@ -8,7 +8,8 @@
 //   step against the recorder storing the same full tensors                   goal <= 0.55x
 // Besides wall time it prints the training thread's CPU time and the whole process's (writer thread included) as
 // ratios: less disturbed by other processes on a shared machine; page faults per step; and the mean time of the
-// steps the recorder captured and of the others, against the bare loop's. The goal is the wall-time ratio.
+// steps the recorder captured and of the others, against the bare loop's, also by steps since the last capture.
+// The goal is the wall-time ratio.
 // Usage: recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only MODE] [--model vae|mlp|all]
 //   --only default|every|full: run the bare loop and that one configuration (for profiling); --only bare: the bare
 //   loop alone, --only-recorder default|every|full: that configuration alone (to compare profiles of the two)
@@ -105,6 +106,11 @@ struct Result {
   // overhead sits. The bare loop's steps are all "other" steps.
   double captured_seconds = 0, other_seconds = 0;
   int64_t captured_steps = 0, other_steps = 0;
+  // The same by steps since the last captured one (0: captured; the last index takes all later ones), whole step
+  // and its optimizer step alone (the step before a capture runs it armed): which steps carry the overhead.
+  static constexpr int kAfter = 6;
+  double after_seconds[kAfter] = {}, after_opt_seconds[kAfter] = {};
+  int64_t after_steps[kAfter] = {};
 };
 
 enum class Mode { Bare, Default, EveryStep, TorchSave, RecorderFull };
@@ -168,6 +174,7 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
   const auto start = std::chrono::steady_clock::now();
   const double thread_start = thread_cpu_seconds(), process_start = process_cpu_seconds();
   const int64_t faults_start = process_page_faults();
+  int since_capture = Result::kAfter - 1;
   for (int s = 0; s < steps; ++s) {
     const auto step_start = std::chrono::steady_clock::now();
     bool captured = false;
@@ -195,10 +202,16 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
       save_step(*model, hidden, out / ("step-" + std::to_string(s) + ".pt"));
       ++r.saved_steps;
     }
+    const auto opt_start = std::chrono::steady_clock::now();
     opt.step();
-    const double step_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+    const auto step_end = std::chrono::steady_clock::now();
+    const double step_seconds = std::chrono::duration<double>(step_end - step_start).count();
     (captured ? r.captured_seconds : r.other_seconds) += step_seconds;
     ++(captured ? r.captured_steps : r.other_steps);
+    since_capture = captured ? 0 : std::min(since_capture + 1, Result::kAfter - 1);
+    r.after_seconds[since_capture] += step_seconds;
+    r.after_opt_seconds[since_capture] += std::chrono::duration<double>(step_end - opt_start).count();
+    ++r.after_steps[since_capture];
   }
   if (rec) {
     r.held = rec->stats().held_bytes;
@@ -242,6 +255,9 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
         b.other_seconds = r.other_seconds;
         b.captured_steps = r.captured_steps;
         b.other_steps = r.other_steps;
+        std::copy(std::begin(r.after_seconds), std::end(r.after_seconds), std::begin(b.after_seconds));
+        std::copy(std::begin(r.after_opt_seconds), std::end(r.after_opt_seconds), std::begin(b.after_opt_seconds));
+        std::copy(std::begin(r.after_steps), std::end(r.after_steps), std::begin(b.after_steps));
       }
       b.thread_cpu = std::min(b.thread_cpu, r.thread_cpu);
       b.process_cpu = std::min(b.process_cpu, r.process_cpu);
@@ -290,6 +306,13 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
     std::printf("%s, best round: captured steps %.3f ms (%lld), other steps %.3f ms (%lld), bare loop %.3f ms a step\n",
                 name, per_step(r.captured_seconds, r.captured_steps), static_cast<long long>(r.captured_steps),
                 per_step(r.other_seconds, r.other_steps), static_cast<long long>(r.other_steps), bare_step);
+    std::printf("  ms a step by steps since the last capture (optimizer step alone; bare loop %.3f, optimizer %.3f):",
+                bare_step, per_step(bare.after_opt_seconds[Result::kAfter - 1], bare.after_steps[Result::kAfter - 1]));
+    for (int k = 0; k < Result::kAfter; ++k)
+      if (r.after_steps[k] > 0)
+        std::printf(" %s%d: %.3f (%.3f)", k == Result::kAfter - 1 ? ">=" : "", k,
+                    per_step(r.after_seconds[k], r.after_steps[k]), per_step(r.after_opt_seconds[k], r.after_steps[k]));
+    std::printf("\n");
   }
 }
 

@@ -237,6 +237,7 @@ double median(std::vector<double> v) {
 void compare(const char* title, Model which, int steps, int rounds, int batch, const fs::path& out) {
   std::map<Mode, Result> best;  // each measure's best round
   std::map<Mode, std::vector<double>> ratios;
+  int64_t bare_worst_faults = 0;  // of the bare loop's rounds
   run(which, g_modes.front(), std::max(steps / 5, 2), batch, out / "warmup");
   for (int round = 0; round < rounds; ++round) {
     std::map<Mode, Result> this_round;
@@ -263,6 +264,7 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
       b.process_cpu = std::min(b.process_cpu, r.process_cpu);
       b.faults = std::min(b.faults, r.faults);
     }
+    if (this_round.count(Mode::Bare)) bare_worst_faults = std::max(bare_worst_faults, this_round[Mode::Bare].faults);
     if (this_round.count(Mode::Bare))
       for (Mode m : g_modes) ratios[m].push_back(this_round[m].wall / this_round[Mode::Bare].wall);
   }
@@ -296,6 +298,14 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
     std::printf("bytes per saved step: torch::save %.0f, recorder %.0f  ->  %.3fx (goal <= 0.55x, lossless)\n",
                 save_per, rec_per, rec_per / save_per);
   }
+  // Seen on this project's 2-core VM: in some processes glibc trims the heap after every step and the next step faults
+  // the pages in again (~870 faults a step), which made the bare loop itself up to 4x slower; such ratios mean little.
+  if (double(bare_worst_faults) / steps > 100)
+    std::printf(
+        "note: a bare-loop round faulted %.0f pages a step (glibc returned freed heap memory and took it back):"
+        " its times vary up to 4x on a VM; GLIBC_TUNABLES=glibc.malloc.mmap_threshold=67108864:"
+        "glibc.malloc.trim_threshold=1073741824 keeps the heap\n",
+        double(bare_worst_faults) / steps);
   if (best.count(Mode::Default))
     std::printf("recorder memory held (default settings): %zu bytes\n", best[Mode::Default].held);
   auto per_step = [](double seconds, int64_t n) { return n > 0 ? 1e3 * seconds / double(n) : 0.0; };

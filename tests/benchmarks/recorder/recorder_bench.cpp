@@ -264,9 +264,10 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
       b.process_cpu = std::min(b.process_cpu, r.process_cpu);
       b.faults = std::min(b.faults, r.faults);
     }
-    if (this_round.count(Mode::Bare)) bare_worst_faults = std::max(bare_worst_faults, this_round[Mode::Bare].faults);
-    if (this_round.count(Mode::Bare))
+    if (this_round.count(Mode::Bare)) {
+      bare_worst_faults = std::max(bare_worst_faults, this_round[Mode::Bare].faults);
       for (Mode m : g_modes) ratios[m].push_back(this_round[m].wall / this_round[Mode::Bare].wall);
+    }
   }
   if (!best.count(Mode::Bare)) {
     for (const auto& [m, r] : best) std::printf("mode %d: %.3f s, %.3f s thread CPU\n", int(m), r.wall, r.thread_cpu);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <torch/torch.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <cstdlib>
@@ -27,7 +28,9 @@ inline std::filesystem::path cache_dir() {
 inline void gunzip(const std::filesystem::path& from, const std::filesystem::path& to) {
   gzFile in = gzopen(from.c_str(), "rb");
   if (!in) throw std::runtime_error("cannot open " + from.string() + " (install dataset-fashion-mnist)");
-  const std::filesystem::path partial = to.string() + ".partial";
+  // Each process unpacks into its own file: two examples started at once on a fresh machine (the test suite does)
+  // wrote the same ".partial" and one renamed it away under the other.
+  const std::filesystem::path partial = to.string() + ".partial-" + std::to_string(getpid());
   std::ofstream out(partial, std::ios::binary);
   char buffer[1 << 16];
   int n = 0;
@@ -36,7 +39,7 @@ inline void gunzip(const std::filesystem::path& from, const std::filesystem::pat
   gzclose(in);
   out.close();
   if (!ok) throw std::runtime_error("cannot unpack " + from.string() + " into " + partial.string());
-  std::filesystem::rename(partial, to);  // a killed unpack never leaves a truncated file behind
+  std::filesystem::rename(partial, to);  // atomic: a killed unpack never leaves a truncated file behind
 }
 
 // Images [N, 784] in [0, 1] and labels [N].

@@ -1,4 +1,5 @@
 #include <trainscope/format/run_writer.h>
+#include <trainscope/format/thread_placement.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -51,6 +52,7 @@ struct RunWriter::Impl {
   uint64_t dropped_pending = 0;
   WriterStatus status;
   std::thread thread;
+  CallerCpuAvoider placement;  // guarded by mutex: the thread that hands work over keeps its core
 
   // Owned by the background thread.
   std::unique_ptr<SegmentFileWriter> segment;
@@ -101,6 +103,7 @@ struct RunWriter::Impl {
     }
     impl.queued_bytes += bytes;
     impl.queue.emplace_back(++impl.enqueued, std::move(item));
+    impl.placement.update(impl.thread);
     impl.work_ready.notify_one();
     return true;
   }
@@ -186,6 +189,7 @@ void RunWriter::flush() {
   if (impl_->closed || impl_->failed) return;
   const uint64_t target = ++impl_->enqueued;
   impl_->queue.emplace_back(target, FlushMarker{});
+  impl_->placement.update(impl_->thread);
   impl_->work_ready.notify_one();
   impl_->item_done.wait(lock, [&] { return impl_->processed >= target || impl_->failed || impl_->closed; });
 }
@@ -195,6 +199,7 @@ void RunWriter::request_flush() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   if (impl_->closing || impl_->closed || impl_->failed) return;
   impl_->queue.emplace_back(++impl_->enqueued, FlushMarker{});
+  impl_->placement.update(impl_->thread);
   impl_->work_ready.notify_one();
 }
 

@@ -28,10 +28,11 @@
 // reductions on their own device. A step that is not captured costs the loss read and a sum of squares over the
 // gradients (~0.1-0.2 ms for 0.47 M parameters); a captured step about 1-1.5 ms inside step() plus the observer's and
 // gradient hooks' work during forward and backward. The writer compresses on its own thread.
-// Threads: LibTorch's OpenBLAS keeps its own worker threads (torch::set_num_threads() does not bound them) which
-// spin in sched_yield between calls and then compete with the recorder's writer thread for the cores. On a machine
-// with few cores, OPENBLAS_NUM_THREADS=1 (or openblas_set_num_threads(1)) when the training loop runs one thread
-// anyway leaves the other core to the writer; the recorder never changes thread settings itself.
+// Threads: the recorder's writer and a helper for half of a captured step's parameter statistics, both kept off the
+// training thread's core. LibTorch's OpenBLAS keeps its own worker threads (torch::set_num_threads() does not bound
+// them) which spin in sched_yield between calls and then compete with the writer for the cores. On a machine with
+// few cores, OPENBLAS_NUM_THREADS=1 (or openblas_set_num_threads(1)) when the training loop runs one thread anyway
+// leaves the other core to the writer; the recorder never changes the training thread's or LibTorch's settings.
 #pragma once
 
 #include <torch/nn/module.h>

@@ -74,6 +74,10 @@ struct OpObserver::OpContext : at::ObserverContext {
 OpObserver::OpObserver(std::vector<LayerInfo> layers)
     : layers_(std::move(layers)), buffers_(std::make_shared<CaptureBuffers>()), first_rank_(layers_.size(), -1) {
   buffers_->layers.resize(layers_.size());
+  followers_.resize(layers_.size());
+  for (uint32_t i = 0; i < layers_.size(); ++i)
+    if (layers_[i].follows >= 0 && size_t(layers_[i].follows) < layers_.size())
+      followers_[size_t(layers_[i].follows)].push_back(i);
 }
 
 OpObserver::~OpObserver() {
@@ -236,11 +240,11 @@ void OpObserver::start_op(const at::RecordFunction& fn, OpContext& ctx) {
     if (is_recurrent_op(name)) add_edge(layer, layer);
     return;
   }
-  if (direct >= 0) {
-    // A parameter-free module registered right after the module that produced this op's input.
-    for (size_t i = 0; i < layers_.size(); ++i) {
+  if (direct >= 0 && size_t(direct) < followers_.size()) {
+    // A parameter-free module registered right after the module that produced this op's input (looked up by that
+    // module: a scan of all layers per op cost O(ops x layers) on models with hundreds of layers).
+    for (const uint32_t i : followers_[size_t(direct)]) {
       const LayerInfo& info = layers_[i];
-      if (info.follows != direct) continue;
       if (std::find(info.follower_ops.begin(), info.follower_ops.end(), name) == info.follower_ops.end()) continue;
       ctx.layer = int32_t(i);
       add_edge(uint32_t(direct), uint32_t(i));

@@ -114,6 +114,7 @@ class OpObserver {
   void note_run(uint32_t layer);
 
   std::vector<LayerInfo> layers_;
+  std::vector<std::vector<uint32_t>> followers_;  // by layer: the parameter-free modules that follow it
   std::unordered_map<const c10::TensorImpl*, uint32_t> owner_;
   std::unordered_map<const c10::TensorImpl*, Provenance> provenance_;
   // Tensors computed from parameters alone (weight.t(), a masked weight) stand for their module's parameters.

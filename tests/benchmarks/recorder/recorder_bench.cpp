@@ -12,7 +12,7 @@
 // The goal is the wall-time ratio.
 // Usage: recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only MODE] [--model vae|mlp|all]
 //   --only default|every|full: run the bare loop and that one configuration (for profiling); --only bare: the bare
-//   loop alone, --only-recorder default|every|full: that configuration alone (to compare profiles of the two)
+//   loop alone, --only-recorder bare|default|every|full: that configuration alone (to compare profiles of the two)
 //   --interval N, --ring-interval N, --zstd L, --keyframe K: override RecorderOptions::interval (of the default
 //   configuration), RecorderOptions::ring_interval, WriterOptions::zstd_level and
 //   WriterOptions::keyframe_interval (to measure the choices documented in recorder.h); --quantities LIST:
@@ -386,7 +386,10 @@ int main(int argc, char** argv) {
     else if (a == "--only")
       g_modes = {Mode::Bare, v == "every" ? Mode::EveryStep : v == "full" ? Mode::RecorderFull : Mode::Default};
     else if (a == "--only-recorder")  // without the bare loop: to profile one configuration alone
-      g_modes = {v == "every" ? Mode::EveryStep : v == "full" ? Mode::RecorderFull : Mode::Default};
+      g_modes = {v == "every"  ? Mode::EveryStep
+                 : v == "full" ? Mode::RecorderFull
+                 : v == "bare" ? Mode::Bare
+                               : Mode::Default};
   }
   torch::set_num_threads(1);  // one training thread, as before; LibTorch's OpenBLAS keeps its own threads
   if (models == "all" || models == "vae")

@@ -353,6 +353,39 @@ TEST(Recorder, ForwardAfterABackwardPassInTheSameStepIsRecorded) {
   }
 }
 
+// The observer's own work inside the user's ops runs with RecordFunction switched off (DisableRecordFunctionGuard):
+// it must be on again after every observed op, for the user's code and the next op, also when an op throws.
+TEST(Recorder, RecordFunctionIsOnAgainAfterEveryObservedOp) {
+  torch::manual_seed(8);
+  TempDir tmp;
+  Mlp model(5, 4, 3);
+  RecorderOptions options;
+  options.interval = 1;
+  Recorder rec(model, tmp.path() / "run", options);
+  torch::optim::SGD opt(model->parameters(), 0.01);
+  for (int s = 0; s < 3; ++s) {
+    opt.zero_grad();
+    ASSERT_TRUE(at::isRecordFunctionEnabled());
+    const torch::Tensor out = model->forward(torch::randn({6, 5}));
+    EXPECT_TRUE(at::isRecordFunctionEnabled()) << "after the forward of step " << s;
+    EXPECT_THROW(torch::mm(out, torch::randn({7, 2})), c10::Error);  // a shape error inside an observed op
+    EXPECT_TRUE(at::isRecordFunctionEnabled()) << "after an op that threw, step " << s;
+    const torch::Tensor loss = out.pow(2).mean();
+    loss.backward();
+    EXPECT_TRUE(at::isRecordFunctionEnabled()) << "after the backward of step " << s;
+    EXPECT_TRUE(rec.step(loss).captured);
+    opt.step();
+    EXPECT_TRUE(at::isRecordFunctionEnabled()) << "after the optimizer of step " << s;
+  }
+  rec.close();
+  RunReader reader(tmp.path() / "run");
+  // The activations of the observed ops are all there.
+  for (const char* layer : {"fc1", "act1", "fc2", "act2", "fc3"})
+    EXPECT_EQ(neuron_row(reader, layer, Quantity::Activation, Statistic::Mean, 2).size(),
+              size_t(std::string(layer) == "fc3" ? 3 : 4))
+        << layer;
+}
+
 TEST(LossSpikeDetector, FiresOnSpikesOnlyAfterWarmup) {
   detail::LossSpikeDetector d(10, 32, 8);
   for (int i = 0; i < 7; ++i) EXPECT_FALSE(d.observe(i == 3 ? 1e6 : 1.0 - 0.01 * i));

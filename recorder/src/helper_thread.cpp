@@ -1,6 +1,8 @@
 #include "helper_thread.h"
 
+#include <exception>
 #include <system_error>
+#include <utility>
 
 namespace trainscope::detail {
 
@@ -54,12 +56,24 @@ void HelperThread::run(size_t count, const std::function<void(size_t)>& task) {
   wake_.notify_one();
   size_t chunk;
   size_t mine = 0;
+  std::exception_ptr error;
   while (claim(generation, count, chunk)) {
-    task(chunk);
+    try {
+      task(chunk);
+    } catch (...) {
+      if (!error) error = std::current_exception();
+    }
     ++mine;
   }
-  // The helper holds at most one chunk now; `task` must outlive it.
+  // The helper holds at most one chunk now; `task` must outlive it, so even an error waits for it.
   while (done_.load(std::memory_order_acquire) + mine < count) std::this_thread::yield();
+  std::exception_ptr helper_error;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    helper_error = std::exchange(helper_error_, nullptr);
+  }
+  if (error) std::rethrow_exception(error);
+  if (helper_error) std::rethrow_exception(helper_error);
 }
 
 void HelperThread::loop() {
@@ -73,9 +87,19 @@ void HelperThread::loop() {
     const std::function<void(size_t)>* task = task_;
     lock.unlock();
     size_t chunk;
+    std::exception_ptr error;
     while (claim(seen, count, chunk)) {
-      (*task)(chunk);
+      try {
+        (*task)(chunk);
+      } catch (...) {
+        if (!error) error = std::current_exception();  // rethrown by run() on the caller's thread
+      }
       helper_chunks_.fetch_add(1, std::memory_order_relaxed);
+      if (error) {
+        std::lock_guard<std::mutex> guard(mutex_);
+        if (!helper_error_) helper_error_ = error;
+        error = nullptr;
+      }
       done_.fetch_add(1, std::memory_order_acq_rel);
     }
     lock.lock();

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -24,7 +25,8 @@ class HelperThread {
   HelperThread& operator=(const HelperThread&) = delete;
 
   // Calls task(i) once for every i in [0, count), on the calling thread and the helper, and returns when all are
-  // done. Tasks must be independent and must not throw. Runs everything inline on a one-core machine.
+  // done. Tasks must be independent. An exception from a task (on either thread) is rethrown here once all tasks
+  // ran. Runs everything inline on a one-core machine.
   void run(size_t count, const std::function<void(size_t)>& task);
 
   // Chunks the helper took in all runs so far (for tests: proof that the work really was shared).
@@ -49,6 +51,7 @@ class HelperThread {
   std::atomic<uint64_t> next_{0};
   std::atomic<size_t> done_{0};
   std::atomic<uint64_t> helper_chunks_{0};
+  std::exception_ptr helper_error_;  // guarded by mutex_: the first exception of a task on the helper
 };
 
 }  // namespace trainscope::detail

@@ -489,8 +489,8 @@ struct Recorder::Impl {
             kept.push_back(m);
           else
             stats = detail::compute_neuron_stats(m, 0);
-          pending.back().calls.push_back(
-              std::move(stats));  // a moved MomentsVector keeps its buffer: ranges stay valid
+          // A moved MomentsVector keeps its buffer: the ranges stay valid.
+          pending.back().calls.push_back(std::move(stats));
           if ((q == Quantity::WeightGrad || q == Quantity::BiasGrad) && !pending.back().calls.back().host.empty())
             ++grad_parts[id];
         }

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -39,6 +40,24 @@ TEST(HelperThread, TheHelperTakesChunksWhenThereIsASecondCore) {
     });
   EXPECT_GT(elsewhere.load(), 0);
   EXPECT_EQ(helper.helper_chunks(), uint64_t(elsewhere.load()));
+}
+
+TEST(HelperThread, ATaskThatThrowsReachesTheCallerAfterTheOthersRan) {
+  HelperThread helper;
+  for (size_t bad : {size_t(0), size_t(5), size_t(31)}) {  // whichever thread happens to run it
+    std::vector<std::atomic<int>> calls(32);
+    EXPECT_THROW(helper.run(32,
+                            [&](size_t i) {
+                              calls[i].fetch_add(1);
+                              if (i == bad) throw std::runtime_error("chunk failed");
+                            }),
+                 std::runtime_error);
+    for (size_t i = 0; i < calls.size(); ++i) EXPECT_EQ(calls[i].load(), 1) << "chunk " << i;
+    // The next run starts clean: no error left over from this one.
+    std::atomic<int> ran{0};
+    EXPECT_NO_THROW(helper.run(8, [&](size_t) { ran.fetch_add(1); }));
+    EXPECT_EQ(ran.load(), 8);
+  }
 }
 
 // Random values with zeros, NaN and Inf, as the statistics tests use.

@@ -54,6 +54,12 @@ struct RunWriter::Impl {
   std::thread thread;
   CallerCpuAvoider placement;  // guarded by mutex: the thread that hands work over keeps its core
 
+  // Under `mutex`, once work is queued: the writer thread is woken, off the handing thread's core.
+  void wake_writer() {
+    placement.update(thread);
+    work_ready.notify_one();
+  }
+
   // Owned by the background thread.
   std::unique_ptr<SegmentFileWriter> segment;
   uint32_t next_sequence = 0;
@@ -103,8 +109,7 @@ struct RunWriter::Impl {
     }
     impl.queued_bytes += bytes;
     impl.queue.emplace_back(++impl.enqueued, std::move(item));
-    impl.placement.update(impl.thread);
-    impl.work_ready.notify_one();
+    impl.wake_writer();
     return true;
   }
 
@@ -189,8 +194,7 @@ void RunWriter::flush() {
   if (impl_->closed || impl_->failed) return;
   const uint64_t target = ++impl_->enqueued;
   impl_->queue.emplace_back(target, FlushMarker{});
-  impl_->placement.update(impl_->thread);
-  impl_->work_ready.notify_one();
+  impl_->wake_writer();
   impl_->item_done.wait(lock, [&] { return impl_->processed >= target || impl_->failed || impl_->closed; });
 }
 
@@ -199,8 +203,7 @@ void RunWriter::request_flush() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   if (impl_->closing || impl_->closed || impl_->failed) return;
   impl_->queue.emplace_back(++impl_->enqueued, FlushMarker{});
-  impl_->placement.update(impl_->thread);
-  impl_->work_ready.notify_one();
+  impl_->wake_writer();
 }
 
 void RunWriter::close() {

@@ -29,19 +29,17 @@ bool HelperThread::claim(uint32_t generation, size_t count, size_t& chunk) {
 }
 
 void HelperThread::run(size_t count, const std::function<void(size_t)>& task) {
-  if (count == 0) return;
-  if (count == 1 || !usable_ || count > UINT32_MAX) {
-    for (size_t i = 0; i < count; ++i) task(i);
-    return;
-  }
-  if (!thread_.joinable()) {
+  const bool split = count > 1 && count <= UINT32_MAX;
+  if (split && usable_ && !thread_.joinable()) {
     try {
       thread_ = std::thread([this] { loop(); });
     } catch (const std::system_error&) {
       usable_ = false;  // no thread to be had: the work stays on this one
-      for (size_t i = 0; i < count; ++i) task(i);
-      return;
     }
+  }
+  if (!split || !usable_) {
+    for (size_t i = 0; i < count; ++i) task(i);
+    return;
   }
   placement_.update(thread_);
   uint32_t generation;

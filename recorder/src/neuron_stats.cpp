@@ -394,13 +394,19 @@ void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t
   for (int64_t i = 0; i < neurons; ++i) finish_neuron(acc[size_t(i)], n, x, outer, neurons, inner, i, out[i]);
 }
 
+namespace {
+// What the host kernel reads: CPU float32 in plain strided memory, not empty (numel() > 0 means no neuron count of 0).
+bool host_readable(const torch::Tensor& x) {
+  return x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.layout() == torch::kStrided && x.numel() > 0;
+}
+}  // namespace
+
 CallStats compute_neuron_stats(const torch::Tensor& x, int64_t neuron_dim) {
   CallStats out;
   const int64_t dims = x.dim();
   const int64_t neurons = dims == 0 ? 1 : x.size(neuron_dim);
   out.count = neurons > 0 ? double(x.numel()) / double(neurons) : 0;
-  if (x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.layout() == torch::kStrided && neurons > 0 &&
-      x.numel() > 0) {
+  if (host_readable(x)) {
     at::DisableRecordFunctionGuard no_observer;
     torch::NoGradGuard no_grad;
     // Only read: no detached copy of the tensor (an allocation and an op), no copy at all unless the strides are odd.
@@ -420,9 +426,7 @@ CallStats compute_neuron_stats(const torch::Tensor& x, int64_t neuron_dim) {
 
 bool split_host_stats(const torch::Tensor& x, int64_t floats_per_range, CallStats& out,
                       std::vector<NeuronRange>& ranges) {
-  if (!x.device().is_cpu() || x.scalar_type() != torch::kFloat || x.layout() != torch::kStrided || x.dim() == 0 ||
-      x.numel() == 0 || !x.is_contiguous())
-    return false;
+  if (!host_readable(x) || x.dim() == 0 || !x.is_contiguous()) return false;
   const int64_t neurons = x.size(0);
   const int64_t inner = x.numel() / neurons;
   out.count = double(inner);

@@ -81,7 +81,8 @@ struct RunWriter::Impl {
   std::vector<NeuronBlockData> spare_blocks;  // gathered's blocks not needed by the current layer, kept for capacity
   std::map<TensorKey, FullTensor> tensor_base;
   std::map<TensorKey, int> since_keyframe;
-  ByteBuffer payload_buffer;  // full tensors are encoded into it, chunk after chunk
+  ByteBuffer payload_buffer;                          // full tensors are encoded into it, chunk after chunk
+  CoreYielder yielder{std::chrono::microseconds(0)};  // set up with the options
   bool buffered = false;
   Clock::time_point oldest_buffered;
 
@@ -142,6 +143,7 @@ RunWriter::RunWriter(const std::filesystem::path& run_dir, RunMetadata metadata,
   impl_->options = options;
   if (options.segment_bytes < 4096) impl_->options.segment_bytes = 4096;
   if (options.keyframe_interval < 1) impl_->options.keyframe_interval = 1;
+  impl_->yielder = CoreYielder(options.yield_slice);
   std::error_code ec;
   std::filesystem::create_directories(run_dir, ec);
   if (ec) throw FormatError(run_dir.string() + ": cannot create run directory: " + ec.message());
@@ -158,7 +160,10 @@ RunWriter::RunWriter(const std::filesystem::path& run_dir, RunMetadata metadata,
   if (metadata.header.producer.empty()) metadata.header.producer = std::string("trainscope ") + kTrainscopeVersion;
   impl_->metadata = std::move(metadata);
   impl_->open_segment();  // on the caller's thread so that an unwritable directory is reported here
-  impl_->thread = std::thread([impl = impl_.get()] { impl->run(); });
+  impl_->thread = std::thread([impl = impl_.get()] {
+    name_this_thread("ts-writer");
+    impl->run();
+  });
 }
 
 RunWriter::~RunWriter() {
@@ -250,6 +255,7 @@ void RunWriter::Impl::run() {
     }
     const bool skip = failed;
     lock.unlock();
+    yielder.start();
 
     if (!skip) {
       try {
@@ -295,6 +301,7 @@ void RunWriter::Impl::open_segment() {
   }
   const uint32_t sequence = next_sequence++;
   segment = std::make_unique<SegmentFileWriter>(dir / segment_file_name(sequence), sequence, options.zstd_level);
+  if (options.yield_slice.count() > 0) segment->share_core(&yielder);
   tensor_base.clear();  // every segment decodes on its own: full tensors restart with a keyframe
   since_keyframe.clear();
   {
@@ -313,6 +320,7 @@ void RunWriter::Impl::write(ChunkHeader header, const uint8_t* payload, size_t s
   {
     std::lock_guard<std::mutex> lock(mutex);
     ++status.chunks_written;
+    status.core_yields = yielder.yields();
     status.raw_bytes += size;
     status.stored_bytes = closed_segment_bytes + segment->size();
   }
@@ -465,6 +473,7 @@ void RunWriter::Impl::emit_neurons(uint32_t layer_id) {
     g.steps.assign(b.steps.begin(), b.steps.end());
     g.values.clear();
     for (const float* row : layer.rows[i]) g.values.insert(g.values.end(), row, row + b.neuron_count);
+    yielder.pause();
     quantities |= 1u << unsigned(b.quantity);
     for (int64_t s : b.steps) lo = std::min(lo, s), hi = std::max(hi, s);
     b.steps.clear();
@@ -478,6 +487,7 @@ void RunWriter::Impl::emit_neurons(uint32_t layer_id) {
   layer.bytes = 0;
   if (used == 0) return;
   const EncodedPayload payload = encode_neuron_stats(gathered, options.precision, &payload_buffer);
+  yielder.pause();
   write({uint16_t(ChunkType::NeuronStats), 0, layer_id, quantities, lo, hi}, payload.data, payload.size);
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <trainscope/format/run_reader.h>
+#include <trainscope/format/thread_placement.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -73,6 +74,8 @@ class SegmentFileWriter {
   // Compresses `payload` and writes it as one chunk. Throws FormatError naming the file and offset.
   void write_chunk(ChunkHeader header, const std::string& payload);
   void write_chunk(ChunkHeader header, const uint8_t* payload, size_t size);
+  // From now on, chunks are compressed in pieces with yielder->pause() between them (nullptr: in one call).
+  void share_core(CoreYielder* yielder) { yielder_ = yielder; }
   // Writes an already framed chunk (header + payload) as it is; used by trim to copy without recompression.
   void write_framed_chunk(const ChunkHeader& header, const std::string& framed_bytes);
   // Writes the index footer and closes the file.
@@ -84,6 +87,7 @@ class SegmentFileWriter {
 
  private:
   void write_all(const void* data, size_t size);
+  size_t compress_in_pieces(uint8_t* out, size_t capacity, const uint8_t* payload, size_t size);  // zstd result
   void add_to_index(const ChunkHeader& header, uint64_t offset);
 
   std::filesystem::path path_;
@@ -92,6 +96,7 @@ class SegmentFileWriter {
   uint64_t raw_bytes_ = 0;
   int zstd_level_;
   void* cctx_ = nullptr;
+  CoreYielder* yielder_ = nullptr;
   std::string compressed_;
   proto::SegmentIndex index_;
 };

@@ -7,6 +7,14 @@
 
 namespace trainscope::format {
 
+void name_this_thread(const char* name) {
+#if defined(__linux__)
+  pthread_setname_np(pthread_self(), name);
+#else
+  (void)name;
+#endif
+}
+
 void CallerCpuAvoider::update(std::thread& worker) {
 #if defined(__linux__)
   if (!worker.joinable()) return;
@@ -22,6 +30,15 @@ void CallerCpuAvoider::update(std::thread& worker) {
 #else
   (void)worker;
 #endif
+}
+
+void CoreYielder::pause() {
+  if (slice_.count() <= 0) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_ < slice_) return;
+  std::this_thread::yield();  // sched_yield() on Linux
+  ++yields_;
+  last_ = std::chrono::steady_clock::now();
 }
 
 }  // namespace trainscope::format

@@ -32,7 +32,10 @@ void HelperThread::run(size_t count, const std::function<void(size_t)>& task) {
   const bool split = count > 1 && count <= UINT32_MAX;
   if (split && usable_ && !thread_.joinable()) {
     try {
-      thread_ = std::thread([this] { loop(); });
+      thread_ = std::thread([this] {
+        format::name_this_thread("ts-helper");
+        loop();
+      });
     } catch (const std::system_error&) {
       usable_ = false;  // no thread to be had: the work stays on this one
     }

@@ -331,6 +331,49 @@ TEST(WriterReader, EveryStatisticOfEveryRecordComesBackExactly) {
       ASSERT_EQ(early->values[i * 8 + n], value(int64_t(i), Quantity::Weight, unsigned(Statistic::Max), n));
 }
 
+TEST(WriterReader, ChunksCompressedInPiecesReadBackExactlyAndStaySmall) {
+  // The writer yields its core between 16 KB pieces of each chunk; one zstd frame still, and about as small.
+  TempDir pieces("pieces"), whole("whole");
+  WriterOptions options;
+  options.chunk_bytes = 256 << 10;
+  options.yield_slice = std::chrono::microseconds(1);  // every piece yields
+  uint64_t yields = 0, pieces_bytes = 0, whole_bytes = 0;
+  {
+    const RunMetadata m = small_model_metadata(512);
+    RunWriter w(pieces.path(), m, options);
+    for (int s = 0; s < 60; ++s) ASSERT_TRUE(w.append(synthetic_snapshot(s, 512, m)));
+    w.close();
+    EXPECT_TRUE(w.status().error.empty()) << w.status().error;
+    yields = w.status().core_yields;
+    pieces_bytes = w.status().stored_bytes;
+  }
+  options.yield_slice = std::chrono::microseconds(0);
+  {
+    const RunMetadata m = small_model_metadata(512);
+    RunWriter w(whole.path(), m, options);
+    for (int s = 0; s < 60; ++s) ASSERT_TRUE(w.append(synthetic_snapshot(s, 512, m)));
+    w.close();
+    EXPECT_EQ(w.status().core_yields, 0u);
+    whole_bytes = w.status().stored_bytes;
+  }
+  EXPECT_GT(yields, 20u) << "chunks of 256 KB and more should have been compressed in several pieces";
+  EXPECT_LT(double(pieces_bytes), 1.03 * double(whole_bytes)) << pieces_bytes << " vs " << whole_bytes;
+  std::printf("stored: in pieces %llu bytes, in one call %llu bytes; %llu yields\n", (unsigned long long)pieces_bytes,
+              (unsigned long long)whole_bytes, (unsigned long long)yields);
+  RunReader a(pieces.path()), b(whole.path());
+  EXPECT_TRUE(a.problems().empty());
+  for (uint32_t layer : {2u, 3u, 4u})
+    for (Quantity q : {Quantity::Activation, Quantity::Weight, Quantity::WeightGrad})
+      for (Statistic stat : {Statistic::Mean, Statistic::Max, Statistic::NanCount}) {
+        auto x = a.read_neuron_series(layer, q, stat), y = b.read_neuron_series(layer, q, stat);
+        ASSERT_EQ(bool(x), bool(y));
+        if (!x) continue;
+        ASSERT_EQ(x->steps, y->steps);
+        ASSERT_EQ(x->values.size(), y->values.size());
+        for (size_t i = 0; i < x->values.size(); ++i) ASSERT_EQ(bits(x->values[i]), bits(y->values[i])) << i;
+      }
+}
+
 TEST(WriterReader, CacheStaysWithinItsBound) {
   TempDir dir;
   WriterOptions options;

@@ -9,16 +9,19 @@
 // Besides wall time it prints the training thread's CPU time and the whole process's (writer thread included) as
 // ratios: less disturbed by other processes on a shared machine; page faults per step; and the mean time of the
 // steps the recorder captured and of the others, against the bare loop's, also by steps since the last capture.
-// The goal is the wall-time ratio.
+// The goal is the wall-time ratio. Two more rows, no goal: the bare loop with 1.5 ms of work a step on another
+// thread, in one go and yielding every 20 us, which is why the writer yields (format::CoreYielder).
 // Usage: recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only MODE] [--model vae|mlp|all]
 //   --only default|every|full: run the bare loop and that one configuration (for profiling); --only bare: the bare
 //   loop alone, --only-recorder bare|default|every|full: that configuration alone (to compare profiles of the two)
 //   --interval N, --ring-interval N, --zstd L, --keyframe K: override RecorderOptions::interval (of the default
 //   configuration), RecorderOptions::ring_interval, WriterOptions::zstd_level and
 //   WriterOptions::keyframe_interval (to measure the choices documented in recorder.h); --quantities LIST:
-//   RecorderOptions::quantities of the recorder configurations (what each quantity's capture costs)
+//   RecorderOptions::quantities of the recorder configurations (what each quantity's capture costs);
+//   --yield-slice US: WriterOptions::yield_slice (0: the writer never yields)
 #include <sys/resource.h>
 #include <torch/torch.h>
+#include <trainscope/format/thread_placement.h>
 #include <trainscope/recorder.h>
 
 #include "vae_model.h"
@@ -26,14 +29,18 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 
 namespace fs = std::filesystem;
 
@@ -113,10 +120,12 @@ struct Result {
   int64_t after_steps[kAfter] = {};
 };
 
-enum class Mode { Bare, Default, EveryStep, TorchSave, RecorderFull };
+// The last two: the bare loop with 1.5 ms of work handed to another thread after each backward pass, done in one go
+// or yielding every 20 us (format::CoreYielder, as the writer does): what background work costs the loop's BLAS.
+enum class Mode { Bare, Default, EveryStep, TorchSave, RecorderFull, BurstBlocking, BurstYielding };
 enum class Model { Vae, Mlp };
 
-int g_ring_interval = 0, g_keyframe = 0, g_interval = 0;  // 0: the defaults
+int g_ring_interval = 0, g_keyframe = 0, g_interval = 0, g_yield_slice = -1;  // 0 (-1): the defaults
 std::optional<int> g_zstd;
 std::optional<trainscope::QuantityMask> g_quantities;
 
@@ -126,6 +135,7 @@ trainscope::RecorderOptions options_for(Mode mode) {
   if (g_interval > 0) options.interval = g_interval;
   if (g_zstd) options.writer.zstd_level = *g_zstd;
   if (g_keyframe > 0) options.writer.keyframe_interval = g_keyframe;
+  if (g_yield_slice >= 0) options.writer.yield_slice = std::chrono::microseconds(g_yield_slice);
   if (g_quantities) options.quantities = *g_quantities;
   if (mode == Mode::EveryStep) options.interval = 1;
   if (mode == Mode::RecorderFull) {
@@ -152,6 +162,56 @@ void save_step(const torch::nn::Module& model, const std::vector<torch::Tensor>&
   torch::save(all, file.string());
 }
 
+// A background thread that, once started, works for 1.5 ms on a buffer, off the starting thread's core.
+class Burst {
+ public:
+  explicit Burst(bool yielding) : yielder_(std::chrono::microseconds(yielding ? 20 : 0)) {
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~Burst() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+  void start() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    placement_.update(thread_);
+    ++pending_;
+    wake_.notify_one();
+  }
+
+ private:
+  void loop() {
+    std::vector<float> buffer(16 * 1024, 1.0f);
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (true) {
+      wake_.wait(lock, [&] { return stop_ || pending_ > 0; });
+      if (stop_) return;
+      pending_ = 0;
+      lock.unlock();
+      yielder_.start();
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(1500);
+      float sum = 0;
+      while (std::chrono::steady_clock::now() < until) {
+        for (float& f : buffer) sum += f * f;  // a few microseconds a pass, as a piece of the writer's work
+        buffer[0] = sum * 1e-30f;
+        yielder_.pause();
+      }
+      lock.lock();
+    }
+  }
+  trainscope::format::CoreYielder yielder_;
+  trainscope::format::CallerCpuAvoider placement_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  int pending_ = 0;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 // One training run of `steps` steps on fixed synthetic batches that look like images.
 Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
   torch::manual_seed(7);
@@ -169,6 +229,10 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
   std::unique_ptr<trainscope::Recorder> rec;
   if (mode == Mode::Default || mode == Mode::EveryStep || mode == Mode::RecorderFull)
     rec = std::make_unique<trainscope::Recorder>(model, out, options_for(mode));
+
+  std::unique_ptr<Burst> burst;
+  if (mode == Mode::BurstBlocking || mode == Mode::BurstYielding)
+    burst = std::make_unique<Burst>(mode == Mode::BurstYielding);
 
   Result r;
   const auto start = std::chrono::steady_clock::now();
@@ -198,6 +262,7 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
       loss.backward();
       if (rec) captured = rec->step(loss).captured;
     }
+    if (burst) burst->start();
     if (save) {
       save_step(*model, hidden, out / ("step-" + std::to_string(s) + ".pt"));
       ++r.saved_steps;
@@ -227,7 +292,8 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
   return r;
 }
 
-std::vector<Mode> g_modes = {Mode::Bare, Mode::Default, Mode::EveryStep, Mode::TorchSave, Mode::RecorderFull};
+std::vector<Mode> g_modes = {Mode::Bare,         Mode::Default,       Mode::EveryStep,    Mode::TorchSave,
+                             Mode::RecorderFull, Mode::BurstBlocking, Mode::BurstYielding};
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -291,6 +357,8 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
   line("recorder, all statistics every step", Mode::EveryStep, "<= 1.15x");
   line("torch::save every 10 steps", Mode::TorchSave, "none");
   line("recorder, same full tensors / 10 steps", Mode::RecorderFull, "none");
+  line("bare + 1.5 ms background work a step", Mode::BurstBlocking, "none");
+  line("  the same, yielding every 20 us", Mode::BurstYielding, "none (the writer does this)");
   if (best.count(Mode::TorchSave) && best.count(Mode::RecorderFull)) {
     const double save_per =
         double(best[Mode::TorchSave].bytes) / double(std::max<int64_t>(best[Mode::TorchSave].saved_steps, 1));
@@ -356,7 +424,7 @@ int main(int argc, char** argv) {
     std::printf(
         "recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only default|every|full]\n"
         "               [--only-recorder MODE] [--model vae|mlp|all] [--interval N] [--ring-interval N] [--zstd L]\n"
-        "               [--keyframe K] [--quantities activation,weight_grad,...|none]\n");
+        "               [--keyframe K] [--quantities activation,weight_grad,...|none] [--yield-slice US]\n");
     return 0;
   }
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -377,6 +445,8 @@ int main(int argc, char** argv) {
       g_ring_interval = std::atoi(v.c_str());
     else if (a == "--zstd")
       g_zstd = std::atoi(v.c_str());  // negative levels are zstd's fast modes
+    else if (a == "--yield-slice")
+      g_yield_slice = std::atoi(v.c_str());  // microseconds; 0: the writer never yields
     else if (a == "--keyframe")
       g_keyframe = std::atoi(v.c_str());
     else if (a == "--quantities")

@@ -32,6 +32,9 @@ struct WriterOptions {
   // of about 3 x rows x columns x rank multiply-adds on the background thread (25 ms for that one).
   bool low_rank_gradients = true;
   bool fsync_on_flush = false;
+  // The background thread gives its core back at least this often while it encodes and compresses (see
+  // CoreYielder in thread_placement.h: the training job's BLAS worker shares that core); zero: never.
+  std::chrono::microseconds yield_slice{20};
 };
 
 struct WriterStatus {
@@ -42,7 +45,8 @@ struct WriterStatus {
   uint64_t stored_bytes = 0;  // bytes in segment files, framing included
   uint32_t segments = 0;
   size_t queued_bytes = 0;
-  std::string error;  // first I/O error; once set the writer stops writing and drops everything
+  uint64_t core_yields = 0;  // times the background thread gave its core back mid-work
+  std::string error;         // first I/O error; once set the writer stops writing and drops everything
 };
 
 class RunWriter {

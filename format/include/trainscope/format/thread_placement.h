@@ -33,11 +33,11 @@ class CallerCpuAvoider {
 // That core is not free: the training job's BLAS library runs half of every matrix product there, and its worker
 // waits for work by spinning in sched_yield(). Once our thread has the core, the scheduler lets it run until its time
 // slice ends (milliseconds), and every matrix product started meanwhile waits for its second half. Measured on the
-// 2-core VM: 1.5 ms of work after each step() of the VAE loop cost 19% of the loop's time in one burst and nothing
-// when the burst yielded every 20 us; the writer encoding and compressing a 1 MB chunk in one go was most of the
-// wall time an every-step recording lost outside step(). Call pause() between pieces of work of a few microseconds:
-// it reads the clock and, once `slice` has passed, yields. When no other thread wants the core, the yield returns at
-// once.
+// 2-core VM (recorder_bench's last two rows): 1.5 ms of work after each step of the VAE loop cost 1.22-1.27x of the
+// loop's time in one go and 1.04-1.05x when it yielded every 20 us. The writer compresses ~0.3 ms a step when every
+// step is recorded (1 MB chunks at once), though its gain there was within the VM's noise. Call pause() between
+// pieces of work of a few microseconds: it reads the clock and, once `slice` has passed, yields. When no other
+// thread wants the core, the yield returns at once.
 class CoreYielder {
  public:
   explicit CoreYielder(std::chrono::microseconds slice) : slice_(slice) {}

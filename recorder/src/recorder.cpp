@@ -362,10 +362,18 @@ struct Recorder::Impl {
   // Sum of squares of every gradient: on the host for CPU float32 gradients (no LibTorch op), per-parameter norms
   // in one fused op for the others. A non-finite sum marks the layer whose gradient is bad. Layers whose squares
   // the captured statistics already hold (`known`; NaN when unknown, or when NaN: read again, they give NaN) are not
-  // read again.
+  // read again. The host sums run in ranges of kFloatsPerRange on this thread and the helper: on one core they took
+  // ~0.2 ms a step for the VAE's ~470 k gradients, most of what an uncaptured step costs.
   double gradient_norm(std::vector<bool>& grad_bad, const std::vector<double>& known) {
     std::vector<torch::Tensor> grads;
     std::vector<uint32_t> owners;
+    struct SquaresRange {
+      const float* x;
+      int64_t n;
+      uint32_t owner;
+      double squares;
+    };
+    std::vector<SquaresRange> ranges;
     grad_bad.assign(modules.size(), false);
     double sum = 0;
     for (uint32_t id = 0; id < modules.size(); ++id) {
@@ -378,14 +386,20 @@ struct Recorder::Impl {
         const torch::Tensor& g = p.grad();
         if (!g.defined()) continue;
         if (g.device().is_cpu() && g.scalar_type() == torch::kFloat && g.is_contiguous() && !g.is_sparse()) {
-          const double squares = detail::host_sum_of_squares(g.data_ptr<float>(), g.numel());
-          sum += squares;
-          if (!std::isfinite(squares)) grad_bad[id] = true;
+          const float* x = g.data_ptr<float>();
+          for (int64_t begin = 0, n = g.numel(); begin < n; begin += kFloatsPerRange)
+            ranges.push_back({x + begin, std::min(kFloatsPerRange, n - begin), id, 0.0});
         } else {
           grads.push_back(g);
           owners.push_back(id);
         }
       }
+    }
+    helper.run(ranges.size(),
+               [&](size_t i) { ranges[i].squares = detail::host_sum_of_squares(ranges[i].x, ranges[i].n); });
+    for (const SquaresRange& r : ranges) {  // in a fixed order: the same gradients give the same norm
+      sum += r.squares;
+      if (!std::isfinite(r.squares)) grad_bad[r.owner] = true;
     }
     if (!grads.empty()) {
       const torch::Tensor norms = torch::stack(at::_foreach_norm(grads, 2)).to(torch::kCPU, torch::kDouble);
@@ -836,6 +850,7 @@ RecorderStats Recorder::stats() const {
   RecorderStats s = impl_->stats;
   s.ring_snapshots = impl_->ring.size();
   s.ring_bytes = impl_->ring_bytes;
+  if (impl_->observer) s.lazily_armed_steps = impl_->observer->waited_captures();
   s.held_bytes = impl_->ring_bytes + sizeof(Impl);
   for (const auto& l : impl_->metadata.layers) s.held_bytes += sizeof(l) + l.name.size() + l.kind.size();
   if (impl_->writer) s.writer = impl_->writer->status();

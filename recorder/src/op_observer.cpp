@@ -23,9 +23,16 @@ std::mutex g_slot_mutex;
 std::array<at::CallbackHandle, kSlots> g_handles{};
 std::array<bool, kSlots> g_used{};
 
+std::array<at::CallbackHandle, kSlots> g_waiting_handles{};  // the slots' lightweight "wait for the forward" callbacks
+
 template <int I>
 std::unique_ptr<at::ObserverContext> slot_start(const at::RecordFunction& fn) {
   return OpObserver::on_start(t_active[I], fn);
+}
+template <int I>
+std::unique_ptr<at::ObserverContext> slot_wait(const at::RecordFunction& fn) {
+  OpObserver::on_waiting(t_active[I], fn);
+  return nullptr;
 }
 template <int I>
 void slot_end(const at::RecordFunction& fn, at::ObserverContext* ctx) {
@@ -38,6 +45,11 @@ slot_table(std::index_sequence<I...>) {
   return {{{&slot_start<int(I)>, &slot_end<int(I)>}...}};
 }
 const auto g_trampolines = slot_table(std::make_index_sequence<kSlots>{});
+template <size_t... I>
+constexpr std::array<at::RecordFunctionCallback::StartCallback, sizeof...(I)> waiting_table(std::index_sequence<I...>) {
+  return {{&slot_wait<int(I)>...}};
+}
+const auto g_waiting_trampolines = waiting_table(std::make_index_sequence<kSlots>{});
 
 std::string_view base_op_name(const char* name) {
   std::string_view n(name);
@@ -102,7 +114,13 @@ bool OpObserver::claim_slot() {
               .needsOutputs(true)
               .scopes({at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
     }
+    if (g_waiting_handles[size_t(i)] == at::INVALID_CALLBACK_HANDLE) {
+      // No inputs, no outputs, no end callback: an op costs little more than with no callback at all.
+      g_waiting_handles[size_t(i)] = at::addGlobalCallback(
+          at::RecordFunctionCallback(g_waiting_trampolines[size_t(i)]).scopes({at::RecordScope::FUNCTION}));
+    }
     at::disableCallback(g_handles[size_t(i)]);
+    at::disableCallback(g_waiting_handles[size_t(i)]);
     return true;
   }
   return false;
@@ -127,11 +145,48 @@ void OpObserver::arm(const ArmOptions& options) {
   depth_ = 0;
   next_order_ = 0;
   paused_ = false;
+  first_grad_op_seen_ = false;
   arm_epoch_->fetch_add(1);
   if (!claim_slot()) return;  // more live observers than slots: this one captures nothing
-  at::reenableCallback(g_handles[size_t(slot_)]);
+  waiting_ = !options.probe && lazy_ == LazyArming::Safe;
+  if (waiting_) {
+    at::reenableCallback(g_waiting_handles[size_t(slot_)]);
+  } else {
+    at::reenableCallback(g_handles[size_t(slot_)]);
+  }
   t_active[slot_] = this;
   armed_ = true;
+}
+
+void OpObserver::on_waiting(OpObserver* self, const at::RecordFunction& fn) {
+  if (!self || !self->waiting_ || !at::GradMode::is_enabled()) return;  // the optimizer's step, no_grad code
+  // This op is the first one of the loop in grad mode, and the full callback sees only the ops after it: it was
+  // enabled on the promise that this op is the same unconnected one (zero_grad()'s detach_) as in the last eager
+  // captures. Another op breaks the promise: from now on every capture observes from its start.
+  self->waiting_ = false;
+  ++self->waited_captures_;
+  if (self->first_grad_op_ != fn.name()) self->lazy_ = LazyArming::Refused;
+  at::disableCallback(g_waiting_handles[size_t(self->slot_)]);
+  at::reenableCallback(g_handles[size_t(self->slot_)]);
+}
+
+void OpObserver::learn_first_grad_op(const at::RecordFunction& fn, const OpContext& ctx) {
+  first_grad_op_seen_ = true;
+  if (lazy_ == LazyArming::Refused || lazy_ == LazyArming::Safe) return;
+  // Unconnected: no parameter among its inputs and none computed from a layer, so the graph and the statistics
+  // would not change if it went unseen.
+  const bool unconnected = ctx.layer < 0 && ctx.from.empty();
+  if (!unconnected) {
+    lazy_ = LazyArming::Unknown;
+    first_grad_op_.clear();
+    return;
+  }
+  if (lazy_ == LazyArming::SeenOnce && first_grad_op_ == fn.name()) {
+    lazy_ = LazyArming::Safe;
+    return;
+  }
+  lazy_ = LazyArming::SeenOnce;
+  first_grad_op_ = fn.name();
 }
 
 void OpObserver::disarm() {
@@ -140,6 +195,8 @@ void OpObserver::disarm() {
   paused_ = false;
   arm_epoch_->fetch_add(1);  // a pending end-of-backward callback must not switch the callback on again
   if (t_active[slot_] == this) t_active[slot_] = nullptr;
+  if (waiting_) at::disableCallback(g_waiting_handles[size_t(slot_)]);
+  waiting_ = false;
   at::disableCallback(g_handles[size_t(slot_)]);
   provenance_.clear();  // releases the pinned TensorImpls
   derived_.clear();
@@ -166,6 +223,7 @@ std::unique_ptr<at::ObserverContext> OpObserver::on_start(OpObserver* self, cons
   } catch (...) {
     return nullptr;  // an op we cannot read is simply not attributed
   }
+  if (!self->first_grad_op_seen_ && !self->options_.probe) self->learn_first_grad_op(fn, *ctx);
   return ctx;
 }
 

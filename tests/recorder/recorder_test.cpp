@@ -386,6 +386,59 @@ TEST(Recorder, RecordFunctionIsOnAgainAfterEveryObservedOp) {
         << layer;
 }
 
+// Once the loop's first op in grad mode is known to be an unconnected one (zero_grad()'s), an arming waits for it and
+// the optimizer's step runs unobserved; a loop that then changes (no zero_grad() any more: the first op is fc1's
+// linear) goes back to observing from the start of every step. No activation of any step may go missing.
+TEST(Recorder, ObserverSkipsTheOptimizerStepWithoutLosingActivations) {
+  torch::manual_seed(9);
+  TempDir tmp;
+  Mlp model(5, 4, 3);
+  torch::optim::Adam opt(model->parameters(), 0.01);
+  RecorderOptions options;
+  options.interval = 1;
+  options.flight_recorder = false;
+  Recorder rec(model, tmp.path() / "run", options);
+  constexpr int kSteps = 12, kWithZeroGrad = 8;
+  std::vector<torch::Tensor> inputs;  // made before: in the loop, randn would be the first op in grad mode
+  for (int s = 0; s < kSteps; ++s) inputs.push_back(torch::randn({6, 5}));
+  std::vector<std::vector<torch::Tensor>> expected;  // per step: fc1, act1, fc3 outputs
+  int64_t waited_with_zero_grad = 0;
+  for (int s = 0; s < kSteps; ++s) {
+    if (s < kWithZeroGrad) {
+      opt.zero_grad();
+    } else {
+      for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();  // no op at all
+    }
+    const torch::Tensor& x = inputs[size_t(s)];
+    {
+      torch::NoGradGuard no_grad;  // ops without autograd: neither callback takes them
+      const torch::Tensor h1 = model->fc1(x), r1 = model->act1(h1);
+      expected.push_back({h1, r1, model->fc3(model->act2(model->fc2(r1)))});
+    }
+    const torch::Tensor loss = model->forward(x).pow(2).mean();
+    loss.backward();
+    EXPECT_TRUE(rec.step(loss).captured);
+    opt.step();
+    if (s == kWithZeroGrad - 1) waited_with_zero_grad = rec.stats().lazily_armed_steps;
+  }
+  // Step 0 starts with fc1 (no gradients to zero yet); steps 1 and 2 show detach_ twice; 3..7 wait for it.
+  EXPECT_EQ(waited_with_zero_grad, kWithZeroGrad - 3);
+  // Step 8 waited and met fc1's linear first (seen through the addmm inside it); every later step was observed from
+  // its start.
+  EXPECT_EQ(rec.stats().lazily_armed_steps, waited_with_zero_grad + 1);
+  rec.close();
+  RunReader reader(tmp.path() / "run");
+  for (int64_t s = 0; s < kSteps; ++s) {
+    const std::string at = " at step " + std::to_string(s);
+    expect_close(neuron_row(reader, "fc1", Quantity::Activation, Statistic::Mean, s), expected[size_t(s)][0].mean(0),
+                 "fc1" + at);
+    expect_close(neuron_row(reader, "act1", Quantity::Activation, Statistic::Mean, s), expected[size_t(s)][1].mean(0),
+                 "act1" + at);
+    expect_close(neuron_row(reader, "fc3", Quantity::Activation, Statistic::Max, s),
+                 std::get<0>(expected[size_t(s)][2].max(0)), "fc3" + at);
+  }
+}
+
 TEST(LossSpikeDetector, FiresOnSpikesOnlyAfterWarmup) {
   detail::LossSpikeDetector d(10, 32, 8);
   for (int i = 0; i < 7; ++i) EXPECT_FALSE(d.observe(i == 3 ? 1e6 : 1.0 - 0.01 * i));

@@ -149,6 +149,9 @@ struct RecorderStats {
   size_t ring_bytes = 0;       // memory held by the flight recorder
   size_t held_bytes = 0;       // everything the recorder holds on the host, ring included (estimate)
   double capture_seconds = 0;  // time spent in step() and in the observer, on the training thread
+  // Captured steps whose op observer turned itself fully on only at the loop's first op in grad mode, so that the
+  // optimizer's step ran unobserved (after two captures showed that op to be unconnected, e.g. zero_grad()'s).
+  int64_t lazily_armed_steps = 0;
   format::WriterStatus writer;
 };
 

@@ -21,13 +21,15 @@
 // activation modules (ReLU, Tanh, Sigmoid, Dropout, ...) are recognised when their op consumes the output of the
 // module registered just before them in the same parent. Not captured: activations of containers (Sequential, user
 // modules with children: use their last child), and of parameter-free modules that are not such a follower.
-// The observer is disabled on steps that are not captured, so they cost only the loss and gradient-norm checks.
+// The observer is disabled on steps that are not captured, so they cost only the loss and gradient-norm checks. On a
+// captured step it waits for the loop's first op in grad mode once that op is known to be unconnected (zero_grad()'s),
+// so the optimizer's step before it runs unobserved (RecorderStats::lazily_armed_steps).
 //
 // Cost (recorder_bench, VAE-sized MLP, batch 64, one training thread, 2-core machine): per-neuron statistics of CPU
 // float32 tensors are computed in one pass over the data in plain C++ (no LibTorch ops); CUDA and other tensors use
 // reductions on their own device. A step that is not captured costs the loss read and a sum of squares over the
-// gradients (~0.1-0.2 ms for 0.47 M parameters); a captured step about 0.45-0.5 ms inside step() (recorder_bench, every
-// step) plus the observer's and gradient hooks' work during forward and backward. The writer compresses on its own
+// gradients, split with the helper thread (~0.1 ms for 0.47 M parameters); a captured step about 0.5 ms inside step()
+// (recorder_bench, every step) plus the observer's and gradient hooks' work during forward and backward. The writer compresses on its own
 // thread. Threads: the recorder's writer and a helper for half of a captured step's parameter statistics, both kept off
 // the training thread's core. LibTorch's OpenBLAS keeps its own worker threads (torch::set_num_threads() does not bound
 // them) which spin in sched_yield between calls and then compete with the writer for the cores. On a machine with

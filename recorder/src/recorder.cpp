@@ -374,6 +374,7 @@ struct Recorder::Impl {
       double squares;
     };
     std::vector<SquaresRange> ranges;
+    int64_t host_floats = 0;
     grad_bad.assign(modules.size(), false);
     double sum = 0;
     for (uint32_t id = 0; id < modules.size(); ++id) {
@@ -387,6 +388,7 @@ struct Recorder::Impl {
         if (!g.defined()) continue;
         if (g.device().is_cpu() && g.scalar_type() == torch::kFloat && g.is_contiguous() && !g.is_sparse()) {
           const float* x = g.data_ptr<float>();
+          host_floats += g.numel();
           for (int64_t begin = 0, n = g.numel(); begin < n; begin += kFloatsPerRange)
             ranges.push_back({x + begin, std::min(kFloatsPerRange, n - begin), id, 0.0});
         } else {
@@ -395,8 +397,12 @@ struct Recorder::Impl {
         }
       }
     }
-    helper.run(ranges.size(),
-               [&](size_t i) { ranges[i].squares = detail::host_sum_of_squares(ranges[i].x, ranges[i].n); });
+    const auto sum_range = [&](size_t i) { ranges[i].squares = detail::host_sum_of_squares(ranges[i].x, ranges[i].n); };
+    if (host_floats > kFloatsPerRange) {
+      helper.run(ranges.size(), sum_range);
+    } else {  // many small gradients (a small model): less work than waking the helper
+      for (size_t i = 0; i < ranges.size(); ++i) sum_range(i);
+    }
     for (const SquaresRange& r : ranges) {  // in a fixed order: the same gradients give the same norm
       sum += r.squares;
       if (!std::isfinite(r.squares)) grad_bad[r.owner] = true;

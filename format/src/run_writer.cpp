@@ -300,7 +300,8 @@ void RunWriter::Impl::open_segment() {
     closed_segment_bytes += segment->size();
   }
   const uint32_t sequence = next_sequence++;
-  segment = std::make_unique<SegmentFileWriter>(dir / segment_file_name(sequence), sequence, options.zstd_level);
+  segment = std::make_unique<SegmentFileWriter>(dir / segment_file_name(sequence), sequence, options.zstd_level,
+                                                options.statistics_zstd_level);
   if (options.yield_slice.count() > 0) segment->share_core(&yielder);
   tensor_base.clear();  // every segment decodes on its own: full tensors restart with a keyframe
   since_keyframe.clear();

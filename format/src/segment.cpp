@@ -119,8 +119,9 @@ bool decode_chunk_header(const uint8_t in[kChunkHeaderSize], ChunkHeader* h) {
   return true;
 }
 
-SegmentFileWriter::SegmentFileWriter(std::filesystem::path path, uint32_t sequence, int zstd_level)
-    : path_(std::move(path)), zstd_level_(zstd_level) {
+SegmentFileWriter::SegmentFileWriter(std::filesystem::path path, uint32_t sequence, int zstd_level,
+                                     int statistics_zstd_level)
+    : path_(std::move(path)), zstd_level_(zstd_level), statistics_zstd_level_(statistics_zstd_level) {
   fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) throw FormatError(path_.string() + ": cannot create segment file: " + errno_text());
   cctx_ = ZSTD_createCCtx();
@@ -174,9 +175,10 @@ void SegmentFileWriter::write_chunk(ChunkHeader header, const uint8_t* payload, 
   const size_t bound = ZSTD_compressBound(size);
   if (compressed_.size() < kChunkHeaderSize + bound) compressed_.resize(kChunkHeaderSize + bound);
   auto* out = reinterpret_cast<uint8_t*>(compressed_.data());
-  const size_t n = yielder_ ? compress_in_pieces(out + kChunkHeaderSize, bound, payload, size)
-                            : ZSTD_compressCCtx(static_cast<ZSTD_CCtx*>(cctx_), out + kChunkHeaderSize, bound, payload,
-                                                size, zstd_level_);
+  const int level = header.type == uint16_t(ChunkType::NeuronStats) ? statistics_zstd_level_ : zstd_level_;
+  const size_t n =
+      yielder_ ? compress_in_pieces(out + kChunkHeaderSize, bound, payload, size, level)
+               : ZSTD_compressCCtx(static_cast<ZSTD_CCtx*>(cctx_), out + kChunkHeaderSize, bound, payload, size, level);
   if (ZSTD_isError(n)) throw FormatError(path_.string() + ": zstd compression failed: " + ZSTD_getErrorName(n));
   header.stored_size = uint32_t(n);
   header.raw_size = uint32_t(size);
@@ -188,14 +190,15 @@ void SegmentFileWriter::write_chunk(ChunkHeader header, const uint8_t* payload, 
   if (header.type != uint16_t(ChunkType::Index)) add_to_index(header, offset);
 }
 
-size_t SegmentFileWriter::compress_in_pieces(uint8_t* out, size_t capacity, const uint8_t* payload, size_t size) {
+size_t SegmentFileWriter::compress_in_pieces(uint8_t* out, size_t capacity, const uint8_t* payload, size_t size,
+                                             int level) {
   // One frame, as ZSTD_compressCCtx writes it (content size in the header), with each piece flushed as its own block:
   // zstd otherwise buffers 128 KB before compressing any of it. Measured: no larger than one call (synthetic
   // statistics in tests/format; recorder_bench's full tensors 0.497x of torch::save, 0.511x in one call).
   constexpr size_t kPiece = 16 * 1024;
   auto* cctx = static_cast<ZSTD_CCtx*>(cctx_);
   ZSTD_CCtx_reset(cctx, ZSTD_reset_session_only);
-  size_t r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, zstd_level_);
+  size_t r = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
   if (!ZSTD_isError(r)) r = ZSTD_CCtx_setPledgedSrcSize(cctx, size);
   if (ZSTD_isError(r)) return r;
   ZSTD_outBuffer dst{out, capacity, 0};

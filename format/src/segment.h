@@ -66,7 +66,9 @@ struct SegmentHeader {
 // completed chunk in the file.
 class SegmentFileWriter {
  public:
-  SegmentFileWriter(std::filesystem::path path, uint32_t sequence, int zstd_level);  // throws FormatError
+  // Chunks of per-neuron statistics are compressed at `statistics_zstd_level`, all others at `zstd_level` (see
+  // WriterOptions). Throws FormatError.
+  SegmentFileWriter(std::filesystem::path path, uint32_t sequence, int zstd_level, int statistics_zstd_level);
   ~SegmentFileWriter();
   SegmentFileWriter(const SegmentFileWriter&) = delete;
   SegmentFileWriter& operator=(const SegmentFileWriter&) = delete;
@@ -87,14 +89,15 @@ class SegmentFileWriter {
 
  private:
   void write_all(const void* data, size_t size);
-  size_t compress_in_pieces(uint8_t* out, size_t capacity, const uint8_t* payload, size_t size);  // zstd result
+  size_t compress_in_pieces(uint8_t* out, size_t capacity, const uint8_t* payload, size_t size,
+                            int level);  // zstd result
   void add_to_index(const ChunkHeader& header, uint64_t offset);
 
   std::filesystem::path path_;
   int fd_ = -1;
   uint64_t offset_ = 0;
   uint64_t raw_bytes_ = 0;
-  int zstd_level_;
+  int zstd_level_, statistics_zstd_level_;
   void* cctx_ = nullptr;
   CoreYielder* yielder_ = nullptr;
   std::string compressed_;

@@ -1,4 +1,5 @@
 #include <trainscope/format/run_reader.h>
+#include <trainscope/format/run_writer.h>
 #include <trainscope/format/trim.h>
 
 #include <fcntl.h>
@@ -106,7 +107,9 @@ TrimResult trim_run(const std::filesystem::path& input_dir, const std::filesyste
   uint32_t sequence = 0;
   const std::string metadata = encode_metadata(reader.metadata());
   auto open_output = [&] {
-    auto w = std::make_unique<SegmentFileWriter>(output_dir / segment_file_name(sequence), sequence, 1);
+    const WriterOptions defaults;  // chunks cut at the window's edges are compressed again as the writer would
+    auto w = std::make_unique<SegmentFileWriter>(output_dir / segment_file_name(sequence), sequence,
+                                                 defaults.zstd_level, defaults.statistics_zstd_level);
     ++sequence;
     w->write_chunk({uint16_t(ChunkType::Metadata), 0, kNoLayer, 0, 0, 0}, metadata);
     return w;

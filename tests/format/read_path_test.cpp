@@ -431,7 +431,7 @@ TEST(ReadPath, SummaryChunksReadAheadEqualTheOnesReadInTurn) {
     std::vector<uint8_t> bytes = testing::read_file(segment);
     bytes[summaries[3].offset + kChunkHeaderSize + summaries[3].stored_size / 2] ^= 0x40;
     testing::write_file(segment, bytes);
-    SegmentFileWriter more(dir.path() / segment_file_name(1), 1, 3);
+    SegmentFileWriter more(dir.path() / segment_file_name(1), 1, 3, 3);
     ChunkHeader h;
     h.type = uint16_t(ChunkType::LayerSummary);
     h.first_step = h.last_step = 1000;

@@ -374,6 +374,47 @@ TEST(WriterReader, ChunksCompressedInPiecesReadBackExactlyAndStaySmall) {
       }
 }
 
+TEST(WriterReader, NeuronStatisticsChunksHaveTheirOwnCompressionLevel) {
+  // statistics_zstd_level applies to the per-neuron statistics chunks alone: with it at zstd's fastest setting those
+  // grow, every other chunk stays byte for byte the same size, and all values read back exactly.
+  TempDir strong("strong"), fast("fast");
+  WriterOptions options;
+  options.flush_interval = std::chrono::hours(1);  // chunks cut by size alone: the same chunks in both runs
+  options.statistics_zstd_level = 6;
+  write_run(strong.path(), 80, 256, options);
+  options.statistics_zstd_level = -50;
+  write_run(fast.path(), 80, 256, options);
+  RunReader a(strong.path()), b(fast.path());
+  ASSERT_EQ(a.chunks().size(), b.chunks().size());
+  uint64_t stats_a = 0, stats_b = 0;
+  size_t other_chunks = 0;
+  for (size_t i = 0; i < a.chunks().size(); ++i) {
+    const ChunkInfo &x = a.chunks()[i], &y = b.chunks()[i];
+    ASSERT_EQ(x.type, y.type) << i;
+    ASSERT_EQ(x.raw_size, y.raw_size) << i;
+    if (x.type == 4) {  // NeuronStats
+      stats_a += x.stored_size;
+      stats_b += y.stored_size;
+    } else {
+      EXPECT_EQ(x.stored_size, y.stored_size) << "chunk " << i << " of type " << x.type;
+      ++other_chunks;
+    }
+  }
+  EXPECT_GT(other_chunks, 0u);
+  EXPECT_GT(double(stats_b), 1.2 * double(stats_a)) << stats_b << " vs " << stats_a;
+  size_t series = 0;
+  for (uint32_t layer : {2u, 3u, 4u})
+    for (Quantity q : {Quantity::Activation, Quantity::WeightGrad}) {
+      auto x = a.read_neuron_series(layer, q, Statistic::Std), y = b.read_neuron_series(layer, q, Statistic::Std);
+      ASSERT_EQ(bool(x), bool(y));
+      if (!x) continue;
+      ++series;
+      ASSERT_EQ(x->values.size(), y->values.size());
+      for (size_t i = 0; i < x->values.size(); ++i) ASSERT_EQ(bits(x->values[i]), bits(y->values[i])) << i;
+    }
+  EXPECT_GE(series, 3u);
+}
+
 TEST(WriterReader, CacheStaysWithinItsBound) {
   TempDir dir;
   WriterOptions options;

@@ -14,8 +14,8 @@
 // Usage: recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only MODE] [--model vae|mlp|all]
 //   --only default|every|full: run the bare loop and that one configuration (for profiling); --only bare: the bare
 //   loop alone, --only-recorder bare|default|every|full: that configuration alone (to compare profiles of the two)
-//   --interval N, --ring-interval N, --zstd L, --keyframe K: override RecorderOptions::interval (of the default
-//   configuration), RecorderOptions::ring_interval, WriterOptions::zstd_level and
+//   --interval N, --ring-interval N, --zstd L, --stats-zstd L, --keyframe K: override RecorderOptions::interval (of
+//   the default configuration), RecorderOptions::ring_interval, WriterOptions::zstd_level, statistics_zstd_level and
 //   WriterOptions::keyframe_interval (to measure the choices documented in recorder.h); --quantities LIST:
 //   RecorderOptions::quantities of the recorder configurations (what each quantity's capture costs);
 //   --yield-slice US: WriterOptions::yield_slice (0: the writer never yields)
@@ -127,7 +127,7 @@ enum class Mode { Bare, Default, EveryStep, TorchSave, RecorderFull, BurstBlocki
 enum class Model { Vae, Mlp };
 
 int g_ring_interval = 0, g_keyframe = 0, g_interval = 0, g_yield_slice = -1;  // 0 (-1): the defaults
-std::optional<int> g_zstd;
+std::optional<int> g_zstd, g_stats_zstd;
 std::optional<trainscope::QuantityMask> g_quantities;
 
 trainscope::RecorderOptions options_for(Mode mode) {
@@ -135,6 +135,7 @@ trainscope::RecorderOptions options_for(Mode mode) {
   if (g_ring_interval > 0) options.ring_interval = g_ring_interval;
   if (g_interval > 0) options.interval = g_interval;
   if (g_zstd) options.writer.zstd_level = *g_zstd;
+  if (g_stats_zstd) options.writer.statistics_zstd_level = *g_stats_zstd;
   if (g_keyframe > 0) options.writer.keyframe_interval = g_keyframe;
   if (g_yield_slice >= 0) options.writer.yield_slice = std::chrono::microseconds(g_yield_slice);
   if (g_quantities) options.quantities = *g_quantities;
@@ -430,7 +431,8 @@ int main(int argc, char** argv) {
     std::printf(
         "recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only default|every|full]\n"
         "               [--only-recorder MODE] [--model vae|mlp|all] [--interval N] [--ring-interval N] [--zstd L]\n"
-        "               [--keyframe K] [--quantities activation,weight_grad,...|none] [--yield-slice US]\n");
+        "               [--stats-zstd L] [--keyframe K] [--quantities activation,weight_grad,...|none]\n"
+        "               [--yield-slice US]\n");
     return 0;
   }
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -451,6 +453,8 @@ int main(int argc, char** argv) {
       g_ring_interval = std::atoi(v.c_str());
     else if (a == "--zstd")
       g_zstd = std::atoi(v.c_str());  // negative levels are zstd's fast modes
+    else if (a == "--stats-zstd")
+      g_stats_zstd = std::atoi(v.c_str());
     else if (a == "--yield-slice")
       g_yield_slice = std::atoi(v.c_str());  // microseconds; 0: the writer never yields
     else if (a == "--keyframe")

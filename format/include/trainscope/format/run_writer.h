@@ -24,7 +24,12 @@ struct WriterOptions {
   size_t queue_bytes = size_t(256) << 20;          // bound of the hand-off queue
   QueuePolicy queue_policy = QueuePolicy::Block;
   size_t chunk_bytes = size_t(1) << 20;  // target raw size of one chunk
-  int zstd_level = 1;
+  int zstd_level = 1;                    // full tensors, scalars, summaries, metadata
+  // Chunks of per-neuron statistics, most of what a recording writes: zstd's fast mode -1 skips the entropy coding
+  // of literals, which gains little on the statistics' mantissa bytes. Measured on recorder_bench's every-step
+  // statistics: 2.6x the speed of level 1 (1060 vs 400 MB/s) for 3 % more bytes. Full tensors keep level 1: at -1
+  // they grew by 12 %, past the recorder's size goal.
+  int statistics_zstd_level = -1;
   Precision precision = Precision::Float32;
   int keyframe_interval = 64;  // full tensors: every n-th snapshot of a tensor is stored without a base
   // Weight gradients of low rank (a Linear layer's over a batch smaller than the layer) are stored as some of their

@@ -404,7 +404,8 @@ void OpObserver::take_activation(uint32_t layer, const torch::Tensor& out, bool 
 }
 
 void OpObserver::add_edge(uint32_t from, uint32_t to) {
-  if (edges_.emplace(from, to).second) graph_changed_ = true;
+  // insert(), not emplace(): a std::set builds the node before it looks, one allocation per op for an edge it has.
+  if (edges_.insert({from, to}).second) graph_changed_ = true;
 }
 
 std::vector<std::pair<std::pair<uint32_t, uint32_t>, bool>> OpObserver::edges() const {

@@ -7,7 +7,8 @@
 //   torch::save of parameters, gradients and activations / 10 steps (the naive alternative), and bytes per saved
 //   step against the recorder storing the same full tensors                   goal <= 0.55x
 // Besides wall time it prints the training thread's CPU time and the whole process's (writer thread included) as
-// ratios: less disturbed by other processes on a shared machine; page faults per step; and the mean time of the
+// ratios: less disturbed by other processes on a shared machine; page faults per step; the CPU time of the
+// recorder's own threads (writer, helper) per step; and the mean time of the
 // steps the recorder captured and of the others, against the bare loop's, also by steps since the last capture.
 // The goal is the wall-time ratio. Two more rows, no goal: the bare loop with 1.5 ms of work a step on another
 // thread, in one go and yielding every 20 us, which is why the writer yields (format::CoreYielder).
@@ -94,6 +95,27 @@ double process_cpu_seconds() {
   return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
+// CPU time of this process's threads whose names start with "ts-" (the recorder's writer and helper), read from
+// their thread CPU clocks (nanoseconds; /proc's tick counts are too coarse for a run of a second). A figure the VM's
+// speed changes less than wall time: what the recorder's background work costs, whichever core it ran on.
+double recorder_threads_cpu_seconds() {
+  double sum = 0;
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator("/proc/self/task", ec)) {
+    std::FILE* f = std::fopen((task.path() / "comm").c_str(), "r");
+    if (!f) continue;
+    char name[32] = {};
+    const bool named = std::fgets(name, sizeof name, f) && std::string(name).rfind("ts-", 0) == 0;
+    std::fclose(f);
+    if (!named) continue;
+    const auto tid = clockid_t(std::atoi(task.path().filename().c_str()));
+    const clockid_t clock = (~tid << 3) | 6;  // the kernel's CPU clock of thread `tid` (CPUCLOCK_SCHED, per thread)
+    timespec t{};
+    if (clock_gettime(clock, &t) == 0) sum += double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+  }
+  return sum;
+}
+
 // Minor page faults of the whole process: fresh memory touched. On a VM a fault can cost microseconds, so the
 // allocator's choices (returning freed memory, then faulting it in again) weigh on the step time.
 int64_t process_page_faults() {
@@ -107,9 +129,10 @@ struct Result {
   uint64_t bytes = 0;
   size_t held = 0;
   int64_t saved_steps = 0;
-  int64_t lazily_armed = 0;  // captures whose observer let the optimizer's step run unobserved
-  double in_step = 0;        // seconds inside rec.step() on the training thread
-  int64_t faults = 0;        // minor page faults during the run
+  int64_t lazily_armed = 0;   // captures whose observer let the optimizer's step run unobserved
+  double in_step = 0;         // seconds inside rec.step() on the training thread
+  double background_cpu = 0;  // CPU seconds of the recorder's own threads (writer, helper)
+  int64_t faults = 0;         // minor page faults during the run
   // Wall time of whole steps (forward to optimizer), split by whether the recorder captured the step: where the
   // overhead sits. The bare loop's steps are all "other" steps.
   double captured_seconds = 0, other_seconds = 0;
@@ -284,7 +307,9 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
     r.held = rec->stats().held_bytes;
     r.lazily_armed = rec->stats().lazily_armed_steps;
     r.in_step = rec->stats().capture_seconds;
-    rec->close();  // the writer's last work counts
+    rec->flush();  // the writer's last work counts, in the wall time and in its CPU time, read while it still runs
+    r.background_cpu = recorder_threads_cpu_seconds();
+    rec->close();
   }
   r.wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   r.thread_cpu = thread_cpu_seconds() - thread_start;
@@ -304,15 +329,16 @@ double median(std::vector<double> v) {
 }
 
 void compare(const char* title, Model which, int steps, int rounds, int batch, const fs::path& out) {
-  std::map<Mode, Result> best;  // each measure's best round
-  std::map<Mode, std::vector<double>> ratios;
-  int64_t bare_worst_faults = 0;  // of the bare loop's rounds
+  std::map<Mode, Result> best;                             // each measure's best round
+  std::map<Mode, std::vector<double>> ratios, background;  // per round
+  int64_t bare_worst_faults = 0;                           // of the bare loop's rounds
   run(which, g_modes.front(), std::max(steps / 5, 2), batch, out / "warmup");
   for (int round = 0; round < rounds; ++round) {
     std::map<Mode, Result> this_round;
     for (Mode m : g_modes) {
       const Result r = run(which, m, steps, batch, out / std::to_string(int(m)));
       this_round[m] = r;
+      background[m].push_back(r.background_cpu);
       if (!best.count(m)) {
         best[m] = r;
         continue;
@@ -378,6 +404,17 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
         " its times vary up to 4x on a VM; GLIBC_TUNABLES=glibc.malloc.mmap_threshold=67108864:"
         "glibc.malloc.trim_threshold=1073741824 keeps the heap\n",
         double(bare_worst_faults) / steps);
+  if (best.count(Mode::Default) || best.count(Mode::EveryStep)) {
+    std::string figures;
+    char buf[64];
+    for (const auto& [m, name] : {std::pair{Mode::Default, "default"}, std::pair{Mode::EveryStep, "every step"}}) {
+      if (!best.count(m)) continue;
+      std::snprintf(buf, sizeof buf, "%s%s %.3f", figures.empty() ? "" : ", ", name,
+                    1e3 * median(background[m]) / steps);
+      figures += buf;
+    }
+    std::printf("recorder threads' CPU (writer, helper), median of rounds, ms a step: %s\n", figures.c_str());
+  }
   if (best.count(Mode::Default))
     std::printf("recorder memory held (default settings): %zu bytes\n", best[Mode::Default].held);
   auto per_step = [](double seconds, int64_t n) { return n > 0 ? 1e3 * seconds / double(n) : 0.0; };

@@ -142,6 +142,9 @@ struct Result {
   static constexpr int kAfter = 6;
   double after_seconds[kAfter] = {}, after_opt_seconds[kAfter] = {};
   int64_t after_steps[kAfter] = {};
+  // Wall time of each phase of a step, summed over all steps: forward (zero_grad included), backward, rec.step()
+  // (the loss's scalars read by the bare loop too), optimizer.
+  double phase_seconds[4] = {};
 };
 
 // The last two: the bare loop with 1.5 ms of work handed to another thread after each backward pass, done in one go
@@ -266,6 +269,7 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
   int since_capture = Result::kAfter - 1;
   for (int s = 0; s < steps; ++s) {
     const auto step_start = std::chrono::steady_clock::now();
+    auto forward_end = step_start, backward_end = step_start;
     bool captured = false;
     const bool save = mode == Mode::TorchSave && s % 10 == 0;
     std::vector<torch::Tensor> hidden;
@@ -279,12 +283,16 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
           torch::binary_cross_entropy_with_logits(logits, x, {}, {}, torch::Reduction::Sum) / double(batch);
       const torch::Tensor kl = -0.5 * torch::sum(1 + logvar - mu.pow(2) - logvar.exp()) / double(batch);
       const torch::Tensor loss = recon + kl;
+      forward_end = std::chrono::steady_clock::now();
       loss.backward();
+      backward_end = std::chrono::steady_clock::now();
       if (rec) captured = rec->step(loss, {{"recon", recon}, {"kl", kl}}).captured;
       if (save) hidden = {mu, logvar, z, logits};
     } else {
       const torch::Tensor loss = torch::cross_entropy_loss(mlp->forward(x, save ? &hidden : nullptr), labels);
+      forward_end = std::chrono::steady_clock::now();
       loss.backward();
+      backward_end = std::chrono::steady_clock::now();
       if (rec) captured = rec->step(loss).captured;
     }
     if (burst) burst->start();
@@ -296,6 +304,11 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
     opt.step();
     const auto step_end = std::chrono::steady_clock::now();
     const double step_seconds = std::chrono::duration<double>(step_end - step_start).count();
+    const auto seconds = [](auto from, auto to) { return std::chrono::duration<double>(to - from).count(); };
+    r.phase_seconds[0] += seconds(step_start, forward_end);
+    r.phase_seconds[1] += seconds(forward_end, backward_end);
+    r.phase_seconds[2] += seconds(backward_end, opt_start);
+    r.phase_seconds[3] += seconds(opt_start, step_end);
     (captured ? r.captured_seconds : r.other_seconds) += step_seconds;
     ++(captured ? r.captured_steps : r.other_steps);
     since_capture = captured ? 0 : std::min(since_capture + 1, Result::kAfter - 1);
@@ -354,6 +367,7 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
         std::copy(std::begin(r.after_seconds), std::end(r.after_seconds), std::begin(b.after_seconds));
         std::copy(std::begin(r.after_opt_seconds), std::end(r.after_opt_seconds), std::begin(b.after_opt_seconds));
         std::copy(std::begin(r.after_steps), std::end(r.after_steps), std::begin(b.after_steps));
+        std::copy(std::begin(r.phase_seconds), std::end(r.phase_seconds), std::begin(b.phase_seconds));
       }
       b.thread_cpu = std::min(b.thread_cpu, r.thread_cpu);
       b.process_cpu = std::min(b.process_cpu, r.process_cpu);
@@ -415,6 +429,15 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
     }
     std::printf("recorder threads' CPU (writer, helper), median of rounds, ms a step: %s\n", figures.c_str());
   }
+  std::printf("ms a step by phase, best rounds (forward, backward, step() or the bare loop's nothing, optimizer):");
+  for (const auto& [m, name] :
+       {std::pair{Mode::Bare, "bare"}, std::pair{Mode::Default, "default"}, std::pair{Mode::EveryStep, "every step"}}) {
+    if (!best.count(m)) continue;
+    const double* p = best[m].phase_seconds;
+    std::printf(" %s %.3f %.3f %.3f %.3f;", name, 1e3 * p[0] / steps, 1e3 * p[1] / steps, 1e3 * p[2] / steps,
+                1e3 * p[3] / steps);
+  }
+  std::printf("\n");
   if (best.count(Mode::Default))
     std::printf("recorder memory held (default settings): %zu bytes\n", best[Mode::Default].held);
   auto per_step = [](double seconds, int64_t n) { return n > 0 ? 1e3 * seconds / double(n) : 0.0; };

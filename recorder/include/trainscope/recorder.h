@@ -29,8 +29,10 @@
 // float32 tensors are computed in one pass over the data in plain C++ (no LibTorch ops); CUDA and other tensors use
 // reductions on their own device. A step that is not captured costs the loss read and a sum of squares over the
 // gradients, split with the helper thread (~0.1 ms for 0.47 M parameters); a captured step about 0.5 ms inside step()
-// (recorder_bench, every step) plus the observer's and gradient hooks' work during forward and backward. The writer
-// compresses on its own thread. Threads: the recorder's writer and a helper for half of a captured step's parameter
+// (recorder_bench, every step) plus the observer's and gradient hooks' work during forward and backward (about
+// +0.5 and +0.4 ms for the VAE, half of it RecordFunction boxing every op's inputs and outputs while armed). The
+// writer compresses on its own thread (per-neuron statistics at zstd level -1: ~1.4 ms of CPU a step when every step
+// is recorded). Threads: the recorder's writer and a helper for half of a captured step's parameter
 // statistics, both kept off the training thread's core. LibTorch's OpenBLAS keeps its own worker threads
 // (torch::set_num_threads() does not bound them) which spin in sched_yield between calls and then compete with the
 // writer for the cores. On a machine with few cores, OPENBLAS_NUM_THREADS=1 (or openblas_set_num_threads(1)) when the

@@ -375,7 +375,7 @@ TEST(WriterReader, ChunksCompressedInPiecesReadBackExactlyAndStaySmall) {
 }
 
 TEST(WriterReader, NeuronStatisticsChunksHaveTheirOwnCompressionLevel) {
-  // statistics_zstd_level applies to the per-neuron statistics chunks alone: with it at zstd's fastest setting those
+  // statistics_zstd_level applies to the per-neuron statistics chunks alone: with it at a very fast zstd level those
   // grow, every other chunk stays byte for byte the same size, and all values read back exactly.
   TempDir strong("strong"), fast("fast");
   WriterOptions options;

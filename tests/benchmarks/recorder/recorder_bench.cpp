@@ -108,8 +108,10 @@ double recorder_threads_cpu_seconds() {
     const bool named = std::fgets(name, sizeof name, f) && std::string(name).rfind("ts-", 0) == 0;
     std::fclose(f);
     if (!named) continue;
-    const auto tid = clockid_t(std::atoi(task.path().filename().c_str()));
-    const clockid_t clock = (~tid << 3) | 6;  // the kernel's CPU clock of thread `tid` (CPUCLOCK_SCHED, per thread)
+    const auto tid = uint32_t(std::atoi(task.path().filename().c_str()));
+    // The kernel's CPU clock of thread `tid` (CPUCLOCK_SCHED, per thread), built in unsigned arithmetic: shifting the
+    // negative ~tid left is undefined in C++17.
+    const auto clock = clockid_t(int32_t((~tid << 3) | 6u));
     timespec t{};
     if (clock_gettime(clock, &t) == 0) sum += double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
   }

@@ -144,8 +144,8 @@ struct Result {
   static constexpr int kAfter = 6;
   double after_seconds[kAfter] = {}, after_opt_seconds[kAfter] = {};
   int64_t after_steps[kAfter] = {};
-  // Wall time of each phase of a step, summed over all steps: forward (zero_grad included), backward, rec.step()
-  // (the loss's scalars read by the bare loop too), optimizer.
+  // Wall time of each phase of a step, summed over all steps: forward (zero_grad included), backward, what runs
+  // between backward and optimizer (rec.step(); torch::save's save; the burst rows' hand-over), optimizer.
   double phase_seconds[4] = {};
 };
 
@@ -305,8 +305,8 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
     const auto opt_start = std::chrono::steady_clock::now();
     opt.step();
     const auto step_end = std::chrono::steady_clock::now();
-    const double step_seconds = std::chrono::duration<double>(step_end - step_start).count();
     const auto seconds = [](auto from, auto to) { return std::chrono::duration<double>(to - from).count(); };
+    const double step_seconds = seconds(step_start, step_end);
     r.phase_seconds[0] += seconds(step_start, forward_end);
     r.phase_seconds[1] += seconds(forward_end, backward_end);
     r.phase_seconds[2] += seconds(backward_end, opt_start);
@@ -420,13 +420,14 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
         " its times vary up to 4x on a VM; GLIBC_TUNABLES=glibc.malloc.mmap_threshold=67108864:"
         "glibc.malloc.trim_threshold=1073741824 keeps the heap\n",
         double(bare_worst_faults) / steps);
+  auto per_step = [](double seconds, int64_t n) { return n > 0 ? 1e3 * seconds / double(n) : 0.0; };
   if (best.count(Mode::Default) || best.count(Mode::EveryStep)) {
     std::string figures;
     char buf[64];
     for (const auto& [m, name] : {std::pair{Mode::Default, "default"}, std::pair{Mode::EveryStep, "every step"}}) {
       if (!best.count(m)) continue;
       std::snprintf(buf, sizeof buf, "%s%s %.3f", figures.empty() ? "" : ", ", name,
-                    1e3 * median(background[m]) / steps);
+                    per_step(median(background[m]), steps));
       figures += buf;
     }
     std::printf("recorder threads' CPU (writer, helper), median of rounds, ms a step: %s\n", figures.c_str());
@@ -436,13 +437,12 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
        {std::pair{Mode::Bare, "bare"}, std::pair{Mode::Default, "default"}, std::pair{Mode::EveryStep, "every step"}}) {
     if (!best.count(m)) continue;
     const double* p = best[m].phase_seconds;
-    std::printf(" %s %.3f %.3f %.3f %.3f;", name, 1e3 * p[0] / steps, 1e3 * p[1] / steps, 1e3 * p[2] / steps,
-                1e3 * p[3] / steps);
+    std::printf(" %s %.3f %.3f %.3f %.3f;", name, per_step(p[0], steps), per_step(p[1], steps), per_step(p[2], steps),
+                per_step(p[3], steps));
   }
   std::printf("\n");
   if (best.count(Mode::Default))
     std::printf("recorder memory held (default settings): %zu bytes\n", best[Mode::Default].held);
-  auto per_step = [](double seconds, int64_t n) { return n > 0 ? 1e3 * seconds / double(n) : 0.0; };
   const double bare_step = per_step(bare.other_seconds, bare.other_steps);
   for (const auto& [m, name] : {std::pair{Mode::Default, "default settings"}, {Mode::EveryStep, "every step"}}) {
     if (!best.count(m)) continue;

@@ -28,7 +28,7 @@
 // Cost (recorder_bench, VAE-sized MLP, batch 64, one training thread, 2-core machine): per-neuron statistics of CPU
 // float32 tensors are computed in one pass over the data in plain C++ (no LibTorch ops); CUDA and other tensors use
 // reductions on their own device. A step that is not captured costs the loss read and a sum of squares over the
-// gradients, split with the helper thread (~0.1 ms for 0.47 M parameters); a captured step about 0.5 ms inside step()
+// gradients on the training thread (~0.07 ms for 0.47 M parameters); a captured step about 0.5 ms inside step()
 // (recorder_bench, every step) plus the observer's and gradient hooks' work during forward and backward (about
 // +0.5 and +0.4 ms for the VAE, half of it RecordFunction boxing every op's inputs and outputs while armed). The
 // writer compresses on its own thread (per-neuron statistics at zstd level -1: ~1.4 ms of CPU a step when every step

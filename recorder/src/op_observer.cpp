@@ -143,6 +143,7 @@ void OpObserver::arm(const ArmOptions& options) {
   derived_.clear();
   derived_keep_.clear();
   depth_ = 0;
+  muted_ = false;
   next_order_ = 0;
   paused_ = false;
   first_grad_op_seen_ = false;
@@ -193,6 +194,7 @@ void OpObserver::disarm() {
   if (!armed_) return;
   armed_ = false;
   paused_ = false;
+  muted_ = false;
   arm_epoch_->fetch_add(1);  // a pending end-of-backward callback must not switch the callback on again
   if (t_active[slot_] == this) t_active[slot_] = nullptr;
   if (waiting_) at::disableCallback(g_waiting_handles[size_t(slot_)]);
@@ -205,17 +207,24 @@ void OpObserver::disarm() {
 
 std::unique_ptr<at::ObserverContext> OpObserver::on_start(OpObserver* self, const at::RecordFunction& fn) {
   if (!self) return nullptr;
+  ++self->observed_ops_;
   // Every op is counted in depth_ (on_end runs for it with or without a context), so that only top-level ops are
   // taken; only those get a context, the others cost no allocation.
   const bool top = self->depth_++ == 0;
-  // The backward pass runs (its first autograd node, nested in aten::_backward when called through
-  // Tensor::backward): nothing in it is a forward op, so the callback is switched off until it ends. Gradient hooks
-  // still fire.
-  if (fn.scope() == at::RecordScope::BACKWARD_FUNCTION) {
+  // The backward pass runs (its first autograd node, which the engine wraps in an "autograd::engine::
+  // evaluate_function: ..." range of function scope): nothing in it is a forward op, so the callback is switched
+  // off until it ends. Gradient hooks still fire.
+  if (fn.scope() == at::RecordScope::BACKWARD_FUNCTION || std::strncmp(fn.name(), "autograd::engine::", 18) == 0) {
     self->pause_for_backward();
     return nullptr;
   }
   if (!top) return nullptr;
+  // The ops this one runs (aten::linear's t and addmm, a dozen inside a loss) would each have their inputs and
+  // outputs boxed for nothing: the callback is off until this op ends, and on_end switches it on again. Measured
+  // on the VAE's forward, observer armed without statistics, interleaved with bare forwards: +143-170 us over the
+  // bare forward with nested ops seen, +104-143 us with them off.
+  self->muted_ = true;
+  at::disableCallback(g_handles[size_t(self->slot_)]);
   if (!self->options_.probe && !at::GradMode::is_enabled()) return nullptr;  // the optimizer, no_grad code
   auto ctx = std::make_unique<OpContext>();
   try {
@@ -230,6 +239,10 @@ std::unique_ptr<at::ObserverContext> OpObserver::on_start(OpObserver* self, cons
 void OpObserver::on_end(OpObserver* self, const at::RecordFunction& fn, at::ObserverContext* base) {
   if (!self) return;
   if (self->depth_ > 0) --self->depth_;
+  if (self->depth_ == 0 && self->muted_) {
+    self->muted_ = false;
+    if (self->armed_ && !self->paused_) at::reenableCallback(g_handles[size_t(self->slot_)]);
+  }
   if (!base) return;
   try {
     self->end_op(fn, *static_cast<OpContext*>(base));

@@ -85,6 +85,8 @@ class OpObserver {
   bool armed() const { return armed_; }
   // Captures whose full callback waited for the first op in grad mode (the optimizer's step ran unobserved).
   int64_t waited_captures() const { return waited_captures_; }
+  // Ops the full callback was called for, over all armings: top-level ops only, and a backward pass's first node.
+  int64_t observed_ops() const { return observed_ops_; }
 
   const std::shared_ptr<CaptureBuffers>& buffers() const { return buffers_; }
   // Edges seen in all captured steps so far, and whether they close a cycle (the target ran first).
@@ -141,8 +143,10 @@ class OpObserver {
   bool first_grad_op_seen_ = false;  // in this arming
   bool waiting_ = false;
   int64_t waited_captures_ = 0;
+  int64_t observed_ops_ = 0;
   int slot_ = -1;  // callback slot, claimed on first arm()
   int depth_ = 0;
+  bool muted_ = false;  // the callback is off for the ops nested in the current top-level op
   int next_order_ = 0;
   std::vector<int> first_order_;  // layer ids
   std::vector<int> first_rank_;   // position of each layer in first_order_, -1 if never ran

@@ -838,7 +838,10 @@ RecorderStats Recorder::stats() const {
   RecorderStats s = impl_->stats;
   s.ring_snapshots = impl_->ring.size();
   s.ring_bytes = impl_->ring_bytes;
-  if (impl_->observer) s.lazily_armed_steps = impl_->observer->waited_captures();
+  if (impl_->observer) {
+    s.lazily_armed_steps = impl_->observer->waited_captures();
+    s.observed_ops = impl_->observer->observed_ops();
+  }
   s.held_bytes = impl_->ring_bytes + sizeof(Impl);
   for (const auto& l : impl_->metadata.layers) s.held_bytes += sizeof(l) + l.name.size() + l.kind.size();
   if (impl_->writer) s.writer = impl_->writer->status();

@@ -1,5 +1,6 @@
 // Real LibTorch training under the recorder, read back with the format's RunReader and compared with values computed
 // directly in the test.
+#include <ATen/record_function.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -382,6 +383,73 @@ TEST(Recorder, RecordFunctionIsOnAgainAfterEveryObservedOp) {
   // The activations of the observed ops are all there.
   for (const char* layer : {"fc1", "act1", "fc2", "act2", "fc3"})
     EXPECT_EQ(neuron_row(reader, layer, Quantity::Activation, Statistic::Mean, 2).size(),
+              size_t(std::string(layer) == "fc3" ? 3 : 4))
+        << layer;
+}
+
+// Counts the ops RecordFunction runs on this thread while `on`, and those not nested in another op.
+namespace op_count {
+thread_local bool on = false;
+thread_local int depth = 0;
+thread_local int64_t all = 0, top = 0;
+std::unique_ptr<at::ObserverContext> start(const at::RecordFunction& fn) {
+  if (on && fn.scope() == at::RecordScope::FUNCTION) {
+    ++all;
+    if (depth == 0) ++top;
+  }
+  ++depth;
+  return nullptr;
+}
+void end(const at::RecordFunction&, at::ObserverContext*) {
+  --depth;
+}
+}  // namespace op_count
+
+// The observer boxes the inputs and outputs of the ops it is called for: only top-level ops (aten::linear, not the
+// t and addmm inside it; a loss, not its dozen parts), and of the backward pass only its start. An op that throws
+// must not leave it off for the layers after it.
+TEST(Recorder, ObserverLooksAtTopLevelOpsOnly) {
+  torch::manual_seed(10);
+  TempDir tmp;
+  const at::CallbackHandle counter =
+      at::addGlobalCallback(at::RecordFunctionCallback(&op_count::start, &op_count::end));
+  Mlp model(5, 4, 3);
+  torch::optim::SGD opt(model->parameters(), 0.01);
+  RecorderOptions options;
+  options.interval = 1;
+  options.flight_recorder = false;
+  Recorder rec(model, tmp.path() / "run", options);
+  const torch::Tensor target = torch::rand({6, 3});
+  constexpr int kSteps = 4;
+  int64_t all = 0, top = 0, observed = 0;
+  for (int s = 0; s < kSteps; ++s) {
+    const int64_t before = rec.stats().observed_ops;
+    op_count::all = op_count::top = 0;
+    op_count::on = true;
+    const torch::Tensor x = torch::randn({6, 5});
+    opt.zero_grad();
+    EXPECT_THROW(torch::mm(x, x), c10::Error);  // a shape error inside an op, before the layers
+    const torch::Tensor loss = torch::binary_cross_entropy_with_logits(model->forward(x), target);
+    op_count::on = false;
+    loss.backward();
+    ASSERT_TRUE(rec.step(loss).captured);
+    opt.step();
+    all = op_count::all;
+    top = op_count::top;
+    observed = rec.stats().observed_ops - before;
+  }
+  at::removeCallback(counter);
+  rec.close();
+  ASSERT_GT(all, top + 5) << "the forward runs nested ops";
+  // The last step was lazily armed: the full callback came on inside its first op in grad mode (randn), so it saw
+  // the two ops randn runs as top-level ones; then all other top-level ops; in the backward pass, ones_like and
+  // the first node.
+  EXPECT_GE(rec.stats().lazily_armed_steps, 1);
+  EXPECT_GE(observed, top - 1);
+  EXPECT_LE(observed, top + 4) << "of " << all << " ops in the forward, " << top << " at the top level";
+  RunReader reader(tmp.path() / "run");
+  for (const char* layer : {"fc1", "act1", "fc2", "act2", "fc3"})
+    EXPECT_EQ(neuron_row(reader, layer, Quantity::Activation, Statistic::Mean, kSteps - 1).size(),
               size_t(std::string(layer) == "fc3" ? 3 : 4))
         << layer;
 }

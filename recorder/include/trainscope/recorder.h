@@ -157,6 +157,9 @@ struct RecorderStats {
   // Captured steps whose op observer turned itself fully on only at the loop's first op in grad mode, so that the
   // optimizer's step ran unobserved (after two captures showed that op to be unconnected, e.g. zero_grad()'s).
   int64_t lazily_armed_steps = 0;
+  // Ops the observer looked at in all captured steps: the top-level ones (aten::linear, not the t and addmm it
+  // runs) from the loop's first op in grad mode, and the first node of each backward pass.
+  int64_t observed_ops = 0;
   format::WriterStatus writer;
 };
 

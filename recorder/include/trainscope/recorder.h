@@ -28,10 +28,11 @@
 // Cost (recorder_bench, VAE-sized MLP, batch 64, one training thread, 2-core machine): per-neuron statistics of CPU
 // float32 tensors are computed in one pass over the data in plain C++ (no LibTorch ops); CUDA and other tensors use
 // reductions on their own device. A step that is not captured costs the loss read and a sum of squares over the
-// gradients on the training thread (~0.07 ms for 0.47 M parameters); a captured step about 0.5 ms inside step()
-// (recorder_bench, every step) plus the observer's and gradient hooks' work during forward and backward (about
-// +0.5 and +0.4 ms for the VAE, half of it RecordFunction boxing every op's inputs and outputs while armed). The
-// writer compresses on its own thread (per-neuron statistics at zstd level -1: ~1.4 ms of CPU a step when every step
+// gradients on the training thread (~0.07 ms for 0.47 M parameters); a captured step about 0.55 ms inside step()
+// (recorder_bench, every step, VAE: parameter statistics ~0.28 ms, merging them into records ~0.17, setting them
+// up ~0.09) plus the observer's and gradient hooks' work during forward and backward. The observer is called for
+// top-level ops only (the ops they run inside are switched off): ~70 a step for the VAE, not ~210. The
+// writer compresses on its own thread (per-neuron statistics at zstd level -1: ~1.1 ms of CPU a step when every step
 // is recorded). Threads: the recorder's writer and a helper for half of a captured step's parameter
 // statistics, both kept off the training thread's core. LibTorch's OpenBLAS keeps its own worker threads
 // (torch::set_num_threads() does not bound them) which spin in sched_yield between calls and then compete with the

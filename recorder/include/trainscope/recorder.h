@@ -29,7 +29,7 @@
 // float32 tensors are computed in one pass over the data in plain C++ (no LibTorch ops); CUDA and other tensors use
 // reductions on their own device. A step that is not captured costs the loss read and a sum of squares over the
 // gradients on the training thread (~0.07 ms for 0.47 M parameters); a captured step about 0.55 ms inside step()
-// (recorder_bench, every step, VAE: parameter statistics ~0.28 ms, merging them into records ~0.17, setting them
+// (recorder_bench, every step, VAE: the parameters' statistics ~0.28 ms, all statistics into records ~0.17, setting
 // up ~0.09) plus the observer's and gradient hooks' work during forward and backward. The observer is called for
 // top-level ops only (the ops they run inside are switched off): ~70 a step for the VAE, not ~210. The
 // writer compresses on its own thread (per-neuron statistics at zstd level -1: ~1.1 ms of CPU a step when every step

@@ -395,7 +395,7 @@ TEST(WriterReader, NeuronStatisticsChunksHaveTheirOwnCompressionLevel) {
     if (x.type == 4) {  // NeuronStats
       stats_a += x.stored_size;
       stats_b += y.stored_size;
-    } else {
+    } else if (x.type != 1) {  // metadata holds the wall-clock creation time: its compressed size may differ by a byte
       EXPECT_EQ(x.stored_size, y.stored_size) << "chunk " << i << " of type " << x.type;
       ++other_chunks;
     }

@@ -269,6 +269,13 @@ torch::Tensor forward_loss(Model which, Vae& vae, Mlp& mlp, const torch::Tensor&
   return recon + kl;
 }
 
+// The one call, with the VAE's named scalars; whether the step was captured.
+bool record_step(trainscope::Recorder& rec, Model which, const torch::Tensor& loss, const torch::Tensor& recon,
+                 const torch::Tensor& kl) {
+  if (which == Model::Vae) return rec.step(loss, {{"recon", recon}, {"kl", kl}}).captured;
+  return rec.step(loss).captured;
+}
+
 // One training run of `steps` steps on fixed synthetic batches that look like images.
 Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
   torch::manual_seed(7);
@@ -308,10 +315,7 @@ Result run(Model which, Mode mode, int steps, int batch, const fs::path& out) {
     forward_end = std::chrono::steady_clock::now();
     loss.backward();
     backward_end = std::chrono::steady_clock::now();
-    if (rec && which == Model::Vae)
-      captured = rec->step(loss, {{"recon", recon}, {"kl", kl}}).captured;
-    else if (rec)
-      captured = rec->step(loss).captured;
+    if (rec) captured = record_step(*rec, which, loss, recon, kl);
     if (burst) burst->start();
     if (save) {
       save_step(*model, hidden, out / ("step-" + std::to_string(s) + ".pt"));
@@ -378,10 +382,7 @@ class Loop {
       const torch::Tensor& x = images_[size_t(step_) % images_.size()];
       const torch::Tensor loss = forward_loss(which_, vae_, mlp_, x, labels_, recon, kl, nullptr);
       loss.backward();
-      if (rec_ && which_ == Model::Vae)
-        rec_->step(loss, {{"recon", recon}, {"kl", kl}});
-      else if (rec_)
-        rec_->step(loss);
+      if (rec_) record_step(*rec_, which_, loss, recon, kl);
       opt_.step();
     }
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

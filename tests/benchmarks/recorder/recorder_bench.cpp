@@ -13,8 +13,10 @@
 // ratios: less disturbed by other processes on a shared machine; page faults per step; the CPU time of the
 // recorder's own threads (writer, helper) per step; and the mean time of the
 // steps the recorder captured and of the others, against the bare loop's, also by steps since the last capture.
-// The goals are on the interleaved wall-time ratios. Two more rows, no goal: the bare loop with 1.5 ms of work a
-// step on another thread, in one go and yielding every 20 us, which is why the writer yields (format::CoreYielder).
+// The goals are on the interleaved wall-time ratios; under each, the mean time of every phase of the step
+// (zero_grad, forward, backward, step(), optimizer) in the same blocks, this loop's against the bare one's.
+// Two more rows, no goal: the bare loop with 1.5 ms of work a step on another thread, in one go and yielding every
+// 20 us, which is why the writer yields (format::CoreYielder).
 // Usage: recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only MODE] [--model vae|mlp|all]
 //   [--blocks N]: blocks of 20 steps per round of the interleaved figures (30; 0: none)
 //   --only default|every|full: run the bare loop and that one configuration (for profiling); --only bare: the bare
@@ -32,6 +34,7 @@
 #include "vae_model.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -373,20 +376,36 @@ class Loop {
   Loop(const Loop&) = delete;
   Loop& operator=(const Loop&) = delete;
 
-  // Wall seconds of `n` whole steps.
+  // Wall seconds of `n` whole steps; each phase's seconds are added to phases().
   double steps(int n) {
-    const auto start = std::chrono::steady_clock::now();
+    using Clock = std::chrono::steady_clock;
+    const auto start = Clock::now();
+    auto mark = start;
+    const auto phase_done = [&](Phase p) {
+      const auto now = Clock::now();
+      phases_[p] += std::chrono::duration<double>(now - mark).count();
+      mark = now;
+    };
     for (int i = 0; i < n; ++i, ++step_) {
       opt_.zero_grad();
+      phase_done(kZeroGrad);
       torch::Tensor recon, kl;
       const torch::Tensor& x = images_[size_t(step_) % images_.size()];
       const torch::Tensor loss = forward_loss(which_, vae_, mlp_, x, labels_, recon, kl, nullptr);
+      phase_done(kForward);
       loss.backward();
+      phase_done(kBackward);
       if (rec_) record_step(*rec_, which_, loss, recon, kl);
+      phase_done(kRecord);
       opt_.step();
+      phase_done(kOptimizer);
     }
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return std::chrono::duration<double>(Clock::now() - start).count();
   }
+  enum Phase { kZeroGrad, kForward, kBackward, kRecord, kOptimizer, kPhases };
+  // Seconds spent in each phase over all timed steps (the warm-up's included until reset).
+  const std::array<double, kPhases>& phases() const { return phases_; }
+  void reset_phases() { phases_.fill(0); }
 
  private:
   Model which_;
@@ -398,6 +417,7 @@ class Loop {
   torch::optim::Adam opt_;
   std::unique_ptr<trainscope::Recorder> rec_;
   int64_t step_ = 0;
+  std::array<double, kPhases> phases_{};
 };
 
 double median(std::vector<double> v) {
@@ -406,8 +426,10 @@ double median(std::vector<double> v) {
 }
 
 struct Interleaved {
-  double bare = 0, recorded = 0;  // seconds, all blocks
-  std::vector<double> ratios;     // of each block
+  double bare = 0, recorded = 0;                                       // seconds, all blocks
+  std::vector<double> ratios;                                          // of each block
+  std::array<double, Loop::kPhases> bare_phases{}, recorded_phases{};  // seconds, all blocks
+  int steps = 0;                                                       // of each loop, all blocks
 };
 
 // The bare loop and a recorder loop in one process, alternating in blocks of 20 steps (two intervals of the
@@ -422,6 +444,8 @@ Interleaved interleave(Model which, Mode mode, int blocks, int batch, const fs::
   Loop recorded(which, mode, batch, out / "interleaved-recorder");
   bare.steps(kBlockSteps);  // warm-up, untimed
   recorded.steps(kBlockSteps);
+  bare.reset_phases();
+  recorded.reset_phases();
   const auto block = [&](Loop& loop) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
     return loop.steps(kBlockSteps);
@@ -440,6 +464,9 @@ Interleaved interleave(Model which, Mode mode, int blocks, int batch, const fs::
     result.recorded += r;
     result.ratios.push_back(r / b);
   }
+  result.bare_phases = bare.phases();
+  result.recorded_phases = recorded.phases();
+  result.steps = blocks * kBlockSteps;
   return result;
 }
 
@@ -581,17 +608,35 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
       if (std::find(g_modes.begin(), g_modes.end(), m) == g_modes.end()) continue;
       double bare_total = 0, recorded_total = 0;
       std::vector<double> blocks, per_round;
+      std::array<double, Loop::kPhases> bare_phases{}, recorded_phases{};
+      int timed_steps = 0;
       for (int round = 0; round < rounds; ++round) {
         const Interleaved r = interleave(which, m, g_blocks, batch, out);
         bare_total += r.bare;
         recorded_total += r.recorded;
         per_round.push_back(r.recorded / r.bare);
         blocks.insert(blocks.end(), r.ratios.begin(), r.ratios.end());
+        for (int p = 0; p < Loop::kPhases; ++p) {
+          bare_phases[size_t(p)] += r.bare_phases[size_t(p)];
+          recorded_phases[size_t(p)] += r.recorded_phases[size_t(p)];
+        }
+        timed_steps += r.steps;
       }
       std::string rounds_text;
       for (double x : per_round) rounds_text += (rounds_text.empty() ? "" : " ") + std::to_string(x).substr(0, 5);
       std::printf("  %-36s %6.3fx   (rounds %s; median block %.3fx)   %s %s\n", name, recorded_total / bare_total,
                   rounds_text.c_str(), median(blocks), m == Mode::Bare ? "noise, ideally" : "goal <=", goal);
+      // Where the difference lies: each phase's mean in the same interleaved blocks.
+      std::string phase_text;
+      char buf[96];
+      const char* phase_names[Loop::kPhases] = {"zero_grad", "forward", "backward", "step()", "optimizer"};
+      for (int p = 0; p < Loop::kPhases; ++p) {
+        const double b = per_step(bare_phases[size_t(p)], timed_steps);
+        const double r = per_step(recorded_phases[size_t(p)], timed_steps);
+        std::snprintf(buf, sizeof buf, "%s%s %.3f/%.3f", p ? ", " : "", phase_names[p], r, b);
+        phase_text += buf;
+      }
+      std::printf("    ms a step by phase, this loop/the bare one: %s\n", phase_text.c_str());
     }
   }
 }

@@ -424,20 +424,6 @@ CallStats compute_neuron_stats(const torch::Tensor& x, int64_t neuron_dim) {
   return out;
 }
 
-bool split_host_stats(const torch::Tensor& x, int64_t floats_per_range, CallStats& out,
-                      std::vector<NeuronRange>& ranges) {
-  if (!host_readable(x) || x.dim() == 0 || !x.is_contiguous()) return false;
-  const int64_t neurons = x.size(0);
-  const int64_t inner = x.numel() / neurons;
-  out.count = double(inner);
-  out.host.resize(size_t(neurons));
-  const float* data = x.data_ptr<float>();
-  const int64_t per_range = std::max<int64_t>(1, floats_per_range / std::max<int64_t>(inner, 1));
-  for (int64_t first = 0; first < neurons; first += per_range)
-    ranges.push_back({data + first * inner, std::min(per_range, neurons - first), inner, out.host.data() + first});
-  return true;
-}
-
 Moments merge(const Moments& a, const Moments& b) {
   if (a.count == 0) return b;
   if (b.count == 0) return a;

@@ -70,22 +70,6 @@ struct CallStats {
 // (neuron_statistics()) for all others.
 CallStats compute_neuron_stats(const torch::Tensor& x, int64_t neuron_dim);
 
-// The host part of compute_neuron_stats(x, 0) for a contiguous CPU float32 tensor, cut into ranges of neurons that
-// several threads can compute at once (a parameter's neurons are its rows: each range is one contiguous block).
-struct NeuronRange {
-  const float* x;  // the range's first neuron
-  int64_t neurons, inner;
-  Moments* out;
-};
-// Sizes `out` for x's statistics along dim 0 and appends ranges of about `floats_per_range` elements to `ranges`;
-// false (and nothing appended) when x is not a non-empty contiguous CPU float32 tensor: use compute_neuron_stats().
-// x and `out` must stay alive and unmoved until the ranges ran.
-bool split_host_stats(const torch::Tensor& x, int64_t floats_per_range, CallStats& out,
-                      std::vector<NeuronRange>& ranges);
-inline void compute_range(const NeuronRange& r) {
-  host_neuron_moments(r.x, 1, r.neurons, r.inner, r.out);
-}
-
 // Merges two disjoint sets of elements (Chan's parallel variance, so no cancellation).
 Moments merge(const Moments& a, const Moments& b);
 

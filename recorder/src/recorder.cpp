@@ -12,7 +12,6 @@
 #include <optional>
 #include <unordered_map>
 
-#include "helper_thread.h"
 #include "loss_spike.h"
 #include "neuron_stats.h"
 #include "op_observer.h"
@@ -319,8 +318,28 @@ struct Recorder::Impl {
   void refresh_parameters() {
     std::unordered_map<const c10::TensorImpl*, uint32_t> owner;
     for (uint32_t id = 0; id < modules.size(); ++id)
-      for (const auto& p : modules[id]->named_parameters(false)) owner[p.value().unsafeGetTensorImpl()] = id;
+      for (const auto& p : modules[id]->parameters(false)) owner[p.unsafeGetTensorImpl()] = id;
     observer->set_parameters(std::move(owner));
+  }
+
+  // Which of layer `id`'s direct parameters, in parameters(false) order, are biases ("bias*"): named_parameters()
+  // copies every name and its index map (~60 us a captured step for the VAE), so the names are read again only when
+  // the layer's parameter count changed.
+  struct BiasFlags {
+    bool known = false;
+    std::vector<bool> of_parameter;
+  };
+  std::vector<BiasFlags> bias_of;
+  const std::vector<bool>& bias_flags(uint32_t id, size_t count) {
+    if (bias_of.size() != modules.size()) bias_of.assign(modules.size(), {});
+    BiasFlags& flags = bias_of[id];
+    if (!flags.known || flags.of_parameter.size() != count) {
+      flags.of_parameter.clear();
+      for (const auto& p : modules[id]->named_parameters(false))
+        flags.of_parameter.push_back(starts_with(p.key(), "bias"));
+      flags.known = true;
+    }
+    return flags.of_parameter;
   }
 
   bool is_full_step(int64_t s) const {
@@ -355,16 +374,11 @@ struct Recorder::Impl {
 
   // ----- per-step work -----
 
-  struct Health {
-    std::vector<bool> weight_bad, grad_bad;  // by layer
-  };
-
   // Sum of squares of every gradient: on the host for CPU float32 gradients (no LibTorch op), per-parameter norms
   // in one fused op for the others. A non-finite sum marks the layer whose gradient is bad. Layers whose squares
   // the captured statistics already hold (`known`; NaN when unknown, or when NaN: read again, they give NaN) are not
-  // read again. The host sums run on this thread, where backward just wrote the gradients: split with the helper
-  // they took longer (VAE, ~470 k gradients, time inside step(): 75-139 us against 65-73 us here), since the
-  // helper's core reads them from this core's cache and wakes up late when idle.
+  // read again. The sums run on this thread, where backward just wrote the gradients (see collect() on why no
+  // other thread reads them).
   double gradient_norm(std::vector<bool>& grad_bad, const std::vector<double>& known) {
     std::vector<torch::Tensor> grads;
     std::vector<uint32_t> owners;
@@ -416,10 +430,6 @@ struct Recorder::Impl {
     return bad;
   }
 
-  // Parameter statistics in ranges of ~128 KB: a few dozen for the VAE, so that the two threads end together.
-  static constexpr int64_t kFloatsPerRange = 32 * 1024;
-  detail::HelperThread helper;
-
   struct Pending {
     uint32_t layer;
     Quantity quantity;
@@ -427,7 +437,11 @@ struct Recorder::Impl {
   };
 
   // Everything captured for this step as format records: host statistics as they are; device statistics with one
-  // transfer to the host; calls merged on the host. `grad_squares` gets, per layer, the sum of squares of all its
+  // transfer to the host; calls merged on the host. All on this thread: with a second thread computing half of the
+  // parameters' statistics (ranges of neurons from a shared counter), step() was 0.02 ms faster on the VAE but the
+  // next zero_grad() 0.11 ms slower and the optimizer's step 0.03 ms: the gradients' and weights' cache lines were
+  // then in the other core's cache when the training thread wrote them (recorder_bench's interleaved phases,
+  // 1.28-1.30x against 1.24x every step). `grad_squares` gets, per layer, the sum of squares of all its
   // parameters' gradients when their statistics were computed here (NaN otherwise), for the gradient norm.
   std::vector<format::LayerQuantityRecord> collect(std::vector<bool>& act_bad, std::vector<bool>& param_bad,
                                                    std::vector<format::FullTensor>& full, bool full_step,
@@ -467,17 +481,13 @@ struct Recorder::Impl {
     grad_squares.assign(modules.size(), std::nan(""));
     std::vector<int> grad_parts(modules.size(), 0);  // gradient quantities of the layer computed on the host
     std::vector<int> grad_kinds(modules.size(), 0);  // gradient quantities the layer has
-    // CPU float32 parameters are cut into ranges of neurons computed below on two threads; `kept` holds the
-    // matrices built for them (a layer's several weights side by side) until then.
-    std::vector<detail::NeuronRange> ranges;
-    std::vector<torch::Tensor> kept;
     for (uint32_t id = 0; id < modules.size(); ++id) {
+      const std::vector<torch::Tensor> params = modules[id]->parameters(false);
+      const std::vector<bool>& is_bias = bias_flags(id, params.size());
       std::vector<torch::Tensor> w, b, wg, bg;
-      for (const auto& p : modules[id]->named_parameters(false)) {
-        auto& dst = starts_with(p.key(), "bias") ? b : w;
-        auto& dst_grad = starts_with(p.key(), "bias") ? bg : wg;
-        dst.push_back(p.value());
-        if (p.value().grad().defined()) dst_grad.push_back(p.value().grad());
+      for (size_t k = 0; k < params.size(); ++k) {
+        (is_bias[k] ? b : w).push_back(params[k]);
+        if (params[k].grad().defined()) (is_bias[k] ? bg : wg).push_back(params[k].grad());
       }
       grad_kinds[id] = int(!wg.empty()) + int(!bg.empty());
       auto add = [&](const std::vector<torch::Tensor>& ts, size_t expected, Quantity q) {
@@ -486,13 +496,7 @@ struct Recorder::Impl {
         const torch::Tensor m = ts.size() == 1 ? ts.front() : parameter_matrix(ts);
         if (has(q)) {
           pending.push_back({id, q, {}});
-          detail::CallStats stats;
-          if (detail::split_host_stats(m, kFloatsPerRange, stats, ranges))
-            kept.push_back(m);
-          else
-            stats = detail::compute_neuron_stats(m, 0);
-          // A moved MomentsVector keeps its buffer: the ranges stay valid.
-          pending.back().calls.push_back(std::move(stats));
+          pending.back().calls.push_back(detail::compute_neuron_stats(m, 0));
           if ((q == Quantity::WeightGrad || q == Quantity::BiasGrad) && !pending.back().calls.back().host.empty())
             ++grad_parts[id];
         }
@@ -503,7 +507,6 @@ struct Recorder::Impl {
       add(wg, w.size(), Quantity::WeightGrad);
       add(bg, b.size(), Quantity::BiasGrad);
     }
-    helper.run(ranges.size(), [&](size_t i) { detail::compute_range(ranges[i]); });
     // One transfer of all small statistic vectors to the host.
     std::vector<torch::Tensor> flat;
     for (const auto& p : pending)
@@ -516,8 +519,7 @@ struct Recorder::Impl {
     torch::Tensor host;
     if (!flat.empty()) host = torch::cat(flat).to(torch::kCPU).contiguous();
     const float* data = flat.empty() ? nullptr : host.data_ptr<float>();
-    // Where each layer quantity's device statistics start in `host`; then the tables are merged and written on two
-    // threads (~0.1 ms a capture for the VAE's ~11 k neurons on one).
+    // Where each layer quantity's device statistics start in `host`; then the tables are merged and written.
     std::vector<size_t> offsets(pending.size());
     for (size_t i = 0, offset = 0; i < pending.size(); ++i) {
       offsets[i] = offset;
@@ -525,7 +527,7 @@ struct Recorder::Impl {
         if (c.host.empty()) offset += size_t(c.device.numel());
     }
     records.resize(pending.size());
-    helper.run(pending.size(), [&](size_t i) {
+    for (size_t i = 0; i < pending.size(); ++i) {
       Pending& p = pending[i];
       detail::NeuronTable table;
       size_t offset = offsets[i];
@@ -544,7 +546,7 @@ struct Recorder::Impl {
       r.neuron_stats = options.statistics;
       r.neuron_count = table.neurons;
       table.write(options.statistics, r.summary, &r.neuron_values);
-    });
+    }
     std::vector<double> squares(modules.size(), 0);
     for (const format::LayerQuantityRecord& r : records) {
       if (r.summary.nan_count != 0 || r.summary.inf_count != 0) {

@@ -33,8 +33,8 @@
 // up ~0.09) plus the observer's and gradient hooks' work during forward and backward. The observer is called for
 // top-level ops only (the ops they run inside are switched off): ~70 a step for the VAE, not ~210. The
 // writer compresses on its own thread (per-neuron statistics at zstd level -1: ~1.1 ms of CPU a step when every step
-// is recorded). Threads: the recorder's writer and a helper for half of a captured step's parameter
-// statistics, both kept off the training thread's core. LibTorch's OpenBLAS keeps its own worker threads
+// is recorded). Threads: the recorder's writer only, kept off the training thread's core; the statistics are computed
+// on the training thread, where the data is in cache. LibTorch's OpenBLAS keeps its own worker threads
 // (torch::set_num_threads() does not bound them) which spin in sched_yield between calls and then compete with the
 // writer for the cores. On a machine with few cores, OPENBLAS_NUM_THREADS=1 (or openblas_set_num_threads(1)) when the
 // training loop runs one thread anyway leaves the other core to the writer; the recorder never changes the training

@@ -11,7 +11,7 @@
 //   step against the recorder storing the same full tensors                   goal <= 0.55x
 // Besides wall time it prints the training thread's CPU time and the whole process's (writer thread included) as
 // ratios: less disturbed by other processes on a shared machine; page faults per step; the CPU time of the
-// recorder's own threads (writer, helper) per step; and the mean time of the
+// recorder's own threads (the writer) per step; and the mean time of the
 // steps the recorder captured and of the others, against the bare loop's, also by steps since the last capture.
 // The goals are on the interleaved wall-time ratios; under each, the mean time of every phase of the step
 // (zero_grad, forward, backward, step(), optimizer) in the same blocks, this loop's against the bare one's.
@@ -103,7 +103,7 @@ double process_cpu_seconds() {
   return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
 
-// CPU time of this process's threads whose names start with "ts-" (the recorder's writer and helper), read from
+// CPU time of this process's threads whose names start with "ts-" (the recorder's writer), read from
 // their thread CPU clocks (nanoseconds; /proc's tick counts are too coarse for a run of a second). A figure the VM's
 // speed changes less than wall time: what the recorder's background work costs, whichever core it ran on.
 double recorder_threads_cpu_seconds() {
@@ -141,7 +141,7 @@ struct Result {
   int64_t saved_steps = 0;
   int64_t lazily_armed = 0;   // captures whose observer let the optimizer's step run unobserved
   double in_step = 0;         // seconds inside rec.step() on the training thread
-  double background_cpu = 0;  // CPU seconds of the recorder's own threads (writer, helper)
+  double background_cpu = 0;  // CPU seconds of the recorder's own threads (the writer)
   int64_t faults = 0;         // minor page faults during the run
   // Wall time of whole steps (forward to optimizer), split by whether the recorder captured the step: where the
   // overhead sits. The bare loop's steps are all "other" steps.
@@ -562,7 +562,7 @@ void compare(const char* title, Model which, int steps, int rounds, int batch, c
                     per_step(median(background[m]), steps));
       figures += buf;
     }
-    std::printf("recorder threads' CPU (writer, helper), median of rounds, ms a step: %s\n", figures.c_str());
+    std::printf("recorder threads' CPU (the writer), median of rounds, ms a step: %s\n", figures.c_str());
   }
   std::printf("ms a step by phase, best rounds (forward, backward, step() or the bare loop's nothing, optimizer):");
   for (const auto& [m, name] :

@@ -602,6 +602,33 @@ TEST(WriterReader, RequestedFlushWritesWhatIsStillQueued) {
   EXPECT_TRUE(all);
 }
 
+// Hand-overs a millisecond apart: the background thread keeps looking for work itself, so hardly any of them has
+// to wake it, and every snapshot is still taken (processed within a poll period, not at the next flush).
+TEST(WriterReader, SteadyHandOversNeedNoWakeUpAndAreAllTaken) {
+  const auto hand_over = [](const std::filesystem::path& dir, std::chrono::microseconds poll_period) {
+    RunMetadata m = small_model_metadata(64);
+    WriterOptions options;
+    options.poll_period = poll_period;
+    options.flush_interval = std::chrono::seconds(60);
+    RunWriter w(dir, m, options);
+    constexpr int kSteps = 60;
+    for (int s = 0; s < kSteps; ++s) {
+      EXPECT_TRUE(w.append(synthetic_snapshot(s, 64, m)));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    // Taken without a flush: the last one within a few poll periods.
+    for (int i = 0; i < 200 && w.status().snapshots_written < uint64_t(kSteps); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_EQ(w.status().snapshots_written, uint64_t(kSteps));
+    return w.status().wakeups;
+  };
+  TempDir polled, woken;
+  const uint64_t polled_wakeups = hand_over(polled.path(), std::chrono::microseconds(1000));
+  const uint64_t woken_wakeups = hand_over(woken.path(), std::chrono::microseconds(0));
+  EXPECT_EQ(woken_wakeups, 60u) << "without polling every hand-over wakes the thread";
+  EXPECT_LT(polled_wakeups, 20u) << "polling: only hand-overs after a pause of more than 5 ms wake it";
+}
+
 TEST(WriterReader, UnwritableOrUsedDirectoryIsAClearError) {
   TempDir dir;
   testing::write_file(dir / "file", {1, 2, 3});

@@ -25,7 +25,8 @@
 //   the default configuration), RecorderOptions::ring_interval, WriterOptions::zstd_level, statistics_zstd_level and
 //   WriterOptions::keyframe_interval (to measure the choices documented in recorder.h); --quantities LIST:
 //   RecorderOptions::quantities of the recorder configurations (what each quantity's capture costs);
-//   --yield-slice US: WriterOptions::yield_slice (0: the writer never yields)
+//   --yield-slice US: WriterOptions::yield_slice (0: the writer never yields); --poll-period US:
+//   WriterOptions::poll_period (0: the writer is woken for every hand-over)
 #include <sys/resource.h>
 #include <torch/torch.h>
 #include <trainscope/format/thread_placement.h>
@@ -162,7 +163,8 @@ struct Result {
 enum class Mode { Bare, Default, EveryStep, TorchSave, RecorderFull, BurstBlocking, BurstYielding };
 enum class Model { Vae, Mlp };
 
-int g_ring_interval = 0, g_keyframe = 0, g_interval = 0, g_yield_slice = -1;  // 0 (-1): the defaults
+int g_ring_interval = 0, g_keyframe = 0, g_interval = 0, g_yield_slice = -1,
+    g_poll_period = -1;  // 0 (-1): the defaults
 std::optional<int> g_zstd, g_stats_zstd;
 std::optional<trainscope::QuantityMask> g_quantities;
 
@@ -174,6 +176,7 @@ trainscope::RecorderOptions options_for(Mode mode) {
   if (g_stats_zstd) options.writer.statistics_zstd_level = *g_stats_zstd;
   if (g_keyframe > 0) options.writer.keyframe_interval = g_keyframe;
   if (g_yield_slice >= 0) options.writer.yield_slice = std::chrono::microseconds(g_yield_slice);
+  if (g_poll_period >= 0) options.writer.poll_period = std::chrono::microseconds(g_poll_period);
   if (g_quantities) options.quantities = *g_quantities;
   if (mode == Mode::EveryStep) options.interval = 1;
   if (mode == Mode::RecorderFull) {
@@ -671,7 +674,7 @@ int main(int argc, char** argv) {
         "recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only default|every|full]\n"
         "               [--only-recorder MODE] [--model vae|mlp|all] [--interval N] [--ring-interval N] [--zstd L]\n"
         "               [--stats-zstd L] [--keyframe K] [--quantities activation,weight_grad,...|none]\n"
-        "               [--yield-slice US] [--blocks N]\n");
+        "               [--yield-slice US] [--poll-period US] [--blocks N]\n");
     return 0;
   }
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -696,6 +699,8 @@ int main(int argc, char** argv) {
       g_stats_zstd = std::atoi(v.c_str());
     else if (a == "--yield-slice")
       g_yield_slice = std::atoi(v.c_str());  // microseconds; 0: the writer never yields
+    else if (a == "--poll-period")
+      g_poll_period = std::atoi(v.c_str());  // microseconds; 0: always woken
     else if (a == "--keyframe")
       g_keyframe = std::atoi(v.c_str());
     else if (a == "--blocks")

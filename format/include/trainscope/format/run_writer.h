@@ -41,6 +41,11 @@ struct WriterOptions {
   // The background thread gives its core back at least this often while it encodes and compresses (see
   // CoreYielder in thread_placement.h: the training job's BLAS worker shares that core); zero: never.
   std::chrono::microseconds yield_slice{20};
+  // While work keeps coming (an item in the last 5 ms), the background thread looks for the next item this often
+  // instead of waiting to be woken: waking it cost the thread that hands work over ~28 us each time on the 2-core VM
+  // (a futex wake-up across cores), ~1 % of a VAE step recorded every step. flush() and request_flush() always wake
+  // it. Zero: always woken.
+  std::chrono::microseconds poll_period{1000};
 };
 
 struct WriterStatus {
@@ -52,6 +57,7 @@ struct WriterStatus {
   uint32_t segments = 0;
   size_t queued_bytes = 0;
   uint64_t core_yields = 0;  // times the background thread gave its core back mid-work
+  uint64_t wakeups = 0;      // times a hand-over woke the background thread (not polling for work then)
   std::string error;         // first I/O error; once set the writer stops writing and drops everything
 };
 

@@ -2,6 +2,8 @@
 
 #include <ATen/record_function.h>
 #include <torch/csrc/autograd/engine.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/function_hook.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -74,6 +76,19 @@ void for_each_tensor(const c10::IValue& v, F&& f) {
   }
 }
 
+}  // namespace
+
+namespace {
+// Calls the recorder on the gradient with respect to output `output_nr` of the node it is attached to.
+struct ActivationGradHook : torch::autograd::FunctionPreHook {
+  ActivationGradHook(ActivationGradRecorder r, uint32_t nr) : record(std::move(r)), output_nr(nr) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& grads) override {
+    if (output_nr < grads.size()) record(grads[output_nr]);
+    return grads;
+  }
+  ActivationGradRecorder record;
+  uint32_t output_nr;
+};
 }  // namespace
 
 struct OpObserver::OpContext : at::ObserverContext {
@@ -389,30 +404,36 @@ void OpObserver::take_activation(uint32_t layer, const torch::Tensor& out, bool 
     cap.full_activation = out.detach().to(torch::kCPU, torch::kFloat, /*non_blocking=*/false, /*copy=*/true);
   if ((options_.activation_grads || options_.full_activation_grads) && out.requires_grad()) {
     lock.unlock();
-    std::shared_ptr<CaptureBuffers> buffers = buffers_;
-    const uint64_t generation = buffers->generation;
-    out.register_hook([buffers, layer, call, dim, count, generation](const at::TensorBase& grad_base) {
-      try {
-        at::DisableRecordFunctionGuard no_observer_in_hook;
-        torch::NoGradGuard no_grad_in_hook;
-        const at::Tensor grad(grad_base);
-        if (!grad.defined()) return;
-        // want_grad and generation never change once the buffers exist: the reduction runs outside the lock.
-        CallStats stats;
-        if (buffers->want_grad) {
-          stats = compute_neuron_stats(grad, dim);
-          stats.count = count;
-        }
-        std::lock_guard<std::mutex> hook_lock(buffers->mutex);
-        if (buffers->generation != generation) return;
-        LayerCapture& c = buffers->layers[layer];
-        if (buffers->want_grad) c.activation_grad.emplace_back(call, std::move(stats));
-        if (buffers->want_full_grad && !c.full_activation_grad.defined() && call == c.full_call)
-          c.full_activation_grad = grad.detach().to(torch::kCPU, torch::kFloat, false, true);
-      } catch (...) {
-        // Never disturb the user's backward pass.
-      }
-    });
+    ActivationGradRecorder record{buffers_, layer, call, dim, count, buffers_->generation};
+    // A pre-hook of the node that computed the output gets the gradient with respect to it: one allocation, where
+    // Tensor::register_hook made half a dozen (its hook list, two std::function wrappers, two hook objects; ~3.6 us
+    // an activation for the VAE). A tensor without a grad_fn (a leaf) takes a tensor hook.
+    if (const std::shared_ptr<torch::autograd::Node>& node = out.grad_fn())
+      node->add_pre_hook(std::make_unique<ActivationGradHook>(std::move(record), out.output_nr()));
+    else
+      out.register_hook([record = std::move(record)](const at::TensorBase& grad) { record(at::Tensor(grad)); });
+  }
+}
+
+void ActivationGradRecorder::operator()(const at::Tensor& grad) const {
+  try {
+    at::DisableRecordFunctionGuard no_observer_in_hook;
+    torch::NoGradGuard no_grad_in_hook;
+    if (!grad.defined()) return;
+    // want_grad and generation never change once the buffers exist: the reduction runs outside the lock.
+    CallStats stats;
+    if (buffers->want_grad) {
+      stats = compute_neuron_stats(grad, dim);
+      stats.count = count;
+    }
+    std::lock_guard<std::mutex> hook_lock(buffers->mutex);
+    if (buffers->generation != generation) return;
+    LayerCapture& c = buffers->layers[layer];
+    if (buffers->want_grad) c.activation_grad.emplace_back(call, std::move(stats));
+    if (buffers->want_full_grad && !c.full_activation_grad.defined() && call == c.full_call)
+      c.full_activation_grad = grad.detach().to(torch::kCPU, torch::kFloat, false, true);
+  } catch (...) {
+    // Never disturb the user's backward pass.
   }
 }
 

@@ -61,6 +61,18 @@ struct CaptureBuffers {
   bool want_grad = false, want_full_grad = false;
 };
 
+// What a hook on an activation's gradient records: the statistics of that gradient, as call `call` of `layer` in
+// the buffers of the arming (`generation`) that saw the forward.
+struct ActivationGradRecorder {
+  std::shared_ptr<CaptureBuffers> buffers;
+  uint32_t layer;
+  size_t call;
+  int64_t dim;
+  double count;
+  uint64_t generation;
+  void operator()(const at::Tensor& grad) const;
+};
+
 struct ArmOptions {
   bool activations = true;
   bool activation_grads = true;

@@ -354,6 +354,49 @@ TEST(Recorder, ForwardAfterABackwardPassInTheSameStepIsRecorded) {
   }
 }
 
+// An in-place activation (ReLU(inplace)) rewrites the Linear layer's output after the layer ran: the Linear's
+// activation gradient is still the gradient with respect to its own output, and the ReLU's with respect to its.
+TEST(Recorder, ActivationGradientsAreOfEachLayersOwnOutputWhenTheNextOneWorksInPlace) {
+  struct InPlaceImpl : torch::nn::Module {
+    InPlaceImpl()
+        : fc1(register_module("fc1", torch::nn::Linear(5, 4))),
+          act1(register_module("act1", torch::nn::ReLU(torch::nn::ReLUOptions().inplace(true)))),
+          fc2(register_module("fc2", torch::nn::Linear(4, 3))) {}
+    torch::Tensor forward(torch::Tensor x) { return fc2(act1(fc1(x))); }
+    torch::nn::Linear fc1;
+    torch::nn::ReLU act1;
+    torch::nn::Linear fc2;
+  };
+  torch::manual_seed(3);
+  TempDir tmp;
+  auto model = std::make_shared<InPlaceImpl>();
+  RecorderOptions options;
+  options.interval = 1;
+  options.flight_recorder = false;
+  Recorder rec(model, tmp.path() / "run", options);
+  const torch::Tensor x = torch::randn({7, 5});
+  const torch::Tensor target = torch::randn({7, 3});
+  torch::mse_loss(model->forward(x), target).backward();
+  EXPECT_TRUE(rec.step(torch::tensor(0.0)).captured);
+  rec.close();
+
+  auto copy = [](const torch::Tensor& p) { return p.detach().clone().requires_grad_(true); };
+  torch::Tensor h1 = torch::linear(x, copy(model->fc1->weight), copy(model->fc1->bias));
+  h1.retain_grad();
+  torch::Tensor r1 = torch::relu(h1);
+  r1.retain_grad();
+  torch::mse_loss(torch::linear(r1, copy(model->fc2->weight), copy(model->fc2->bias)), target).backward();
+  ASSERT_FALSE(torch::allclose(h1.grad(), r1.grad())) << "the test needs a ReLU that blocks some gradient";
+
+  RunReader reader(tmp.path() / "run");
+  expect_close(neuron_row(reader, "fc1", Quantity::Activation, Statistic::Mean, 0), h1.mean(0), "fc1 act mean");
+  expect_close(neuron_row(reader, "act1", Quantity::Activation, Statistic::Mean, 0), r1.mean(0), "relu act mean");
+  expect_close(neuron_row(reader, "fc1", Quantity::ActivationGrad, Statistic::Mean, 0), h1.grad().mean(0),
+               "fc1 act grad");
+  expect_close(neuron_row(reader, "act1", Quantity::ActivationGrad, Statistic::Mean, 0), r1.grad().mean(0),
+               "relu act grad");
+}
+
 // The observer's own work inside the user's ops runs with RecordFunction switched off (DisableRecordFunctionGuard):
 // it must be on again after every observed op, for the user's code and the next op, also when an op throws.
 TEST(Recorder, RecordFunctionIsOnAgainAfterEveryObservedOp) {

@@ -314,6 +314,58 @@ inline void finish_neuron(const Accumulator& a, double n, const float* x, int64_
   m.v[kInf] = 0;
 }
 
+// The sums of up to kMaxLanes neurons side by side, finished together: the divisions and square roots of
+// finish_neuron(), one neuron at a time, were half of the time of a Linear activation (64 elements a neuron: ~9 of
+// 20 ns a neuron) and nearly all of a bias's. Lanes past the batch's width are computed and ignored.
+struct SumBatch {
+  double shift[kMaxLanes], s1[kMaxLanes], s2[kMaxLanes], zero[kMaxLanes], mn[kMaxLanes], mx[kMaxLanes];
+  void set(int l, const Accumulator& a) {
+    shift[l] = a.shift, s1[l] = a.s1, s2[l] = a.s2, zero[l] = a.zero, mn[l] = a.mn, mx[l] = a.mx;
+  }
+};
+struct FinishedBatch {
+  double mean[kMaxLanes], std[kMaxLanes], norm[kMaxLanes], zero[kMaxLanes];
+};
+
+// The same arithmetic as finish_neuron() lane by lane, written as loops without branches over all kMaxLanes lanes so
+// that they vectorise (IEEE division and square root round the same in vector and scalar form: identical results).
+TRAINSCOPE_SIMD_CLONES
+void finish_math(const SumBatch& b, double n, FinishedBatch& f) {
+  for (int l = 0; l < kMaxLanes; ++l) {
+    const double mean_shifted = b.s1[l] / n;
+    const double var = (b.s2[l] - b.s1[l] * mean_shifted) / n;
+    const double sq = n * b.shift[l] * b.shift[l] + 2 * b.shift[l] * b.s1[l] + b.s2[l];
+    f.mean[l] = b.shift[l] + mean_shifted;
+    f.std[l] = std::sqrt(var > 0.0 ? var : 0.0);
+    f.norm[l] = std::sqrt(sq > 0.0 ? sq : 0.0);
+    f.zero[l] = b.zero[l] / n;
+  }
+}
+
+// Moments of neurons first .. first + width - 1 from their sums over n elements; neurons whose sums are not finite
+// are computed again exactly.
+void finish_batch(const SumBatch& b, int width, double n, const float* x, int64_t outer, int64_t neurons, int64_t inner,
+                  int64_t first, Moments* out) {
+  FinishedBatch f;
+  finish_math(b, n, f);
+  for (int l = 0; l < width; ++l) {
+    Moments& m = out[first + l];
+    if (!std::isfinite(b.s1[l]) || !std::isfinite(b.s2[l])) {
+      m = exact_neuron(x, outer, neurons, inner, first + l);
+      continue;
+    }
+    m.count = n;
+    m.v[kMean] = f.mean[l];
+    m.v[kStd] = f.std[l];
+    m.v[kMin] = b.mn[l];
+    m.v[kMax] = b.mx[l];
+    m.v[kNorm] = f.norm[l];
+    m.v[kZero] = f.zero[l];
+    m.v[kNan] = 0;
+    m.v[kInf] = 0;
+  }
+}
+
 inline float shift_of(float first) {
   return std::isfinite(first) ? first : 0.0f;
 }
@@ -344,13 +396,15 @@ void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t
     // down all the rows in one call, so each lane is a whole neuron.
     Lanes lanes;
     float shift[kMaxLanes];
+    SumBatch batch{};
     auto take = [&](int64_t j, int width) {
       for (int l = 0; l < width; ++l) {
         Accumulator acc;
         acc.shift = shift[l];
         fold_lane(lanes, l, acc);
-        finish_neuron(acc, n, x, outer, neurons, inner, j + l, out[j + l]);
+        batch.set(l, acc);
       }
+      finish_batch(batch, width, n, x, outer, neurons, inner, j, out);
     };
     int64_t j = 0;
     for (; j + kMaxLanes <= neurons; j += kMaxLanes) {
@@ -372,12 +426,18 @@ void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t
     return;
   }
   if (outer == 1) {
-    // One contiguous run per neuron (a weight matrix's rows).
-    for (int64_t i = 0; i < neurons; ++i) {
-      Accumulator acc;
-      acc.shift = shift_of(x[i * inner]);
-      accumulate_run(x + i * inner, inner, float(acc.shift), acc);
-      finish_neuron(acc, n, x, outer, neurons, inner, i, out[i]);
+    // One contiguous run per neuron (a weight matrix's rows), finished kMaxLanes rows at a time.
+    SumBatch batch{};
+    for (int64_t first = 0; first < neurons; first += kMaxLanes) {
+      const int width = int(std::min<int64_t>(kMaxLanes, neurons - first));
+      for (int l = 0; l < width; ++l) {
+        const int64_t i = first + l;
+        Accumulator acc;
+        acc.shift = shift_of(x[i * inner]);
+        accumulate_run(x + i * inner, inner, float(acc.shift), acc);
+        batch.set(l, acc);
+      }
+      finish_batch(batch, width, n, x, outer, neurons, inner, first, out);
     }
     return;
   }
@@ -391,7 +451,12 @@ void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t
       Accumulator& a = acc[size_t(i)];
       accumulate_run(x + (o * neurons + i) * inner, inner, float(a.shift), a);
     }
-  for (int64_t i = 0; i < neurons; ++i) finish_neuron(acc[size_t(i)], n, x, outer, neurons, inner, i, out[i]);
+  SumBatch batch{};
+  for (int64_t first = 0; first < neurons; first += kMaxLanes) {
+    const int width = int(std::min<int64_t>(kMaxLanes, neurons - first));
+    for (int l = 0; l < width; ++l) batch.set(l, acc[size_t(first + l)]);
+    finish_batch(batch, width, n, x, outer, neurons, inner, first, out);
+  }
 }
 
 namespace {

@@ -41,7 +41,7 @@ struct WriterOptions {
   // The background thread gives its core back at least this often while it encodes and compresses (see
   // CoreYielder in thread_placement.h: the training job's BLAS worker shares that core); zero: never.
   std::chrono::microseconds yield_slice{20};
-  // While work keeps coming (an item in the last 5 ms), the background thread looks for the next item this often
+  // While work comes often (items less than 5 ms apart), the background thread looks for the next item this often
   // instead of waiting to be woken: waking it cost the thread that hands work over ~28 us each time on the 2-core VM
   // (a futex wake-up across cores), ~1 % of a VAE step recorded every step. flush() and request_flush() always wake
   // it. Zero: always woken.

@@ -76,9 +76,6 @@ void for_each_tensor(const c10::IValue& v, F&& f) {
   }
 }
 
-}  // namespace
-
-namespace {
 // Calls the recorder on the gradient with respect to output `output_nr` of the node it is attached to.
 struct ActivationGradHook : torch::autograd::FunctionPreHook {
   ActivationGradHook(ActivationGradRecorder r, uint32_t nr) : record(std::move(r)), output_nr(nr) {}
@@ -89,6 +86,7 @@ struct ActivationGradHook : torch::autograd::FunctionPreHook {
   ActivationGradRecorder record;
   uint32_t output_nr;
 };
+
 }  // namespace
 
 struct OpObserver::OpContext : at::ObserverContext {

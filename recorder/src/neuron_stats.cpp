@@ -293,30 +293,9 @@ Moments exact_neuron(const float* x, int64_t outer, int64_t neurons, int64_t inn
   return m;
 }
 
-// Moments of neuron i from its sums over n elements; neurons whose sums are not finite are computed again exactly.
-inline void finish_neuron(const Accumulator& a, double n, const float* x, int64_t outer, int64_t neurons, int64_t inner,
-                          int64_t i, Moments& m) {
-  if (!std::isfinite(a.s1) || !std::isfinite(a.s2)) {
-    m = exact_neuron(x, outer, neurons, inner, i);
-    return;
-  }
-  m.count = n;
-  const double mean_shifted = a.s1 / n;
-  const double var = (a.s2 - a.s1 * mean_shifted) / n;
-  const double sq = n * a.shift * a.shift + 2 * a.shift * a.s1 + a.s2;
-  m.v[kMean] = a.shift + mean_shifted;
-  m.v[kStd] = std::sqrt(std::max(0.0, var));
-  m.v[kMin] = a.mn;
-  m.v[kMax] = a.mx;
-  m.v[kNorm] = std::sqrt(std::max(0.0, sq));
-  m.v[kZero] = a.zero / n;  // divided, as LibTorch does: the same double
-  m.v[kNan] = 0;
-  m.v[kInf] = 0;
-}
-
-// The sums of up to kMaxLanes neurons side by side, finished together: the divisions and square roots of
-// finish_neuron(), one neuron at a time, were half of the time of a Linear activation (64 elements a neuron: ~9 of
-// 20 ns a neuron) and nearly all of a bias's. Lanes past the batch's width are computed and ignored.
+// The sums of up to kMaxLanes neurons side by side, finished together: their divisions and square roots, one neuron
+// at a time, were half of the time of a Linear activation (64 elements a neuron: ~9 of 20 ns a neuron) and nearly
+// all of a bias's. Lanes past the batch's width are computed and ignored.
 struct SumBatch {
   double shift[kMaxLanes], s1[kMaxLanes], s2[kMaxLanes], zero[kMaxLanes], mn[kMaxLanes], mx[kMaxLanes];
   void set(int l, const Accumulator& a) {
@@ -327,8 +306,10 @@ struct FinishedBatch {
   double mean[kMaxLanes], std[kMaxLanes], norm[kMaxLanes], zero[kMaxLanes];
 };
 
-// The same arithmetic as finish_neuron() lane by lane, written as loops without branches over all kMaxLanes lanes so
-// that they vectorise (IEEE division and square root round the same in vector and scalar form: identical results).
+// s1 and s2 are sums of (x - shift) and its square (see Accumulator): the variance s2/n - (s1/n)^2 and the norm
+// n shift^2 + 2 shift s1 + s2, the zero fraction divided as LibTorch does (the same double). Loops without branches
+// over all kMaxLanes lanes, so that they vectorise (IEEE division and square root round the same in vector and
+// scalar form).
 TRAINSCOPE_SIMD_CLONES
 void finish_math(const SumBatch& b, double n, FinishedBatch& f) {
   for (int l = 0; l < kMaxLanes; ++l) {
@@ -417,11 +398,15 @@ void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t
       accumulate_lanes(x + j, outer, neurons, shift, &lanes);
       take(j, kLanes);
     }
-    for (; j < neurons; ++j) {
-      Accumulator acc;
-      acc.shift = shift_of(x[j]);
-      for (int64_t o = 0; o < outer; ++o) accumulate_one(x[o * neurons + j], acc);
-      finish_neuron(acc, n, x, outer, neurons, inner, j, out[j]);
+    if (j < neurons) {  // the last few, element by element
+      const int width = int(neurons - j);
+      for (int l = 0; l < width; ++l) {
+        Accumulator acc;
+        acc.shift = shift_of(x[j + l]);
+        for (int64_t o = 0; o < outer; ++o) accumulate_one(x[o * neurons + j + l], acc);
+        batch.set(l, acc);
+      }
+      finish_batch(batch, width, n, x, outer, neurons, inner, j, out);
     }
     return;
   }

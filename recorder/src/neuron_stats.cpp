@@ -148,6 +148,50 @@ void accumulate_wide(const float* x, int64_t rows, int64_t stride, const float* 
   accumulate_rows<kWideVectors>(x, rows, stride, shift, out);
 }
 
+// The shift of a neuron's sums (see Accumulator): its first element, if finite.
+inline float shift_of(float first) {
+  return std::isfinite(first) ? first : 0.0f;
+}
+
+// Reductions across the lanes in vector registers. Through memory, lane by lane, they were about half of the time
+// of a 256-float weight row (three chains of eight dependent scalar additions, two of eight comparisons).
+typedef float FloatQuad __attribute__((vector_size(4 * sizeof(float))));
+typedef int32_t IntQuad __attribute__((vector_size(4 * sizeof(int32_t))));
+typedef double DoubleQuad __attribute__((vector_size(4 * sizeof(double))));
+typedef double DoublePair __attribute__((vector_size(2 * sizeof(double))));
+
+// Lanes l and l + 4 added in double, to `sum` (by reference, as splat()).
+[[gnu::always_inline]] inline void add_in_double(const FloatLanes& f, DoubleQuad& sum) {
+  sum += __builtin_convertvector(__builtin_shufflevector(f, f, 0, 1, 2, 3), DoubleQuad) +
+         __builtin_convertvector(__builtin_shufflevector(f, f, 4, 5, 6, 7), DoubleQuad);
+}
+[[gnu::always_inline]] inline void add_in_double(const IntLanes& z, DoubleQuad& sum) {
+  sum += __builtin_convertvector(__builtin_shufflevector(z, z, 0, 1, 2, 3), DoubleQuad) +
+         __builtin_convertvector(__builtin_shufflevector(z, z, 4, 5, 6, 7), DoubleQuad);
+}
+[[gnu::always_inline]] inline double sum_of(const DoubleQuad& d) {
+  const DoublePair p = __builtin_shufflevector(d, d, 0, 1) + __builtin_shufflevector(d, d, 2, 3);
+  return p[0] + p[1];
+}
+[[gnu::always_inline]] inline float lane_min(const FloatLanes& f) {
+  const FloatQuad a = __builtin_shufflevector(f, f, 0, 1, 2, 3), b = __builtin_shufflevector(f, f, 4, 5, 6, 7);
+  FloatQuad m = b < a ? b : a;
+  FloatQuad t = __builtin_shufflevector(m, m, 2, 3, 0, 1);
+  m = t < m ? t : m;
+  t = __builtin_shufflevector(m, m, 1, 0, 3, 2);
+  m = t < m ? t : m;
+  return m[0];
+}
+[[gnu::always_inline]] inline float lane_max(const FloatLanes& f) {
+  const FloatQuad a = __builtin_shufflevector(f, f, 0, 1, 2, 3), b = __builtin_shufflevector(f, f, 4, 5, 6, 7);
+  FloatQuad m = b > a ? b : a;
+  FloatQuad t = __builtin_shufflevector(m, m, 2, 3, 0, 1);
+  m = t > m ? t : m;
+  t = __builtin_shufflevector(m, m, 1, 0, 3, 2);
+  m = t > m ? t : m;
+  return m[0];
+}
+
 // `blocks` consecutive blocks of V * kLanes floats of one neuron's run, all shifted by `shift`, added to `a`: V
 // independent register chains, each with its own minimum and maximum, combined and reduced over the lanes in float
 // once per run (with one pair shared by the chains and reduced in double, a 256-float weight row took 0.25 instead
@@ -162,7 +206,7 @@ template <int V>
     splat(std::numeric_limits<float>::infinity(), mn[v]);
     splat(-std::numeric_limits<float>::infinity(), mx[v]);
   }
-  double s1 = 0, s2 = 0, zero = 0;
+  DoubleQuad d1 = {}, d2 = {}, dz = {};
   for (int64_t r0 = 0; r0 < blocks; r0 += kBlockRows) {
     const int64_t r1 = std::min(blocks, r0 + kBlockRows);
     FloatLanes f1[V] = {}, f2[V] = {};
@@ -183,48 +227,57 @@ template <int V>
       f2[0] += f2[v];
       z[0] += z[v];
     }
-    float b1[kLanes], b2[kLanes];
-    int32_t bz[kLanes];
-    std::memcpy(b1, &f1[0], sizeof b1);
-    std::memcpy(b2, &f2[0], sizeof b2);
-    std::memcpy(bz, &z[0], sizeof bz);
-    for (int l = 0; l < kLanes; ++l) {
-      s1 += double(b1[l]);
-      s2 += double(b2[l]);
-      zero += double(bz[l]);
-    }
+    add_in_double(f1[0], d1);
+    add_in_double(f2[0], d2);
+    add_in_double(z[0], dz);
   }
-  a.s1 += s1;
-  a.s2 += s2;
-  a.zero += zero;
-  for (int v = 1; v < V; ++v) {  // the chains' extremes in the registers first, then one pass over the lanes
+  a.s1 += sum_of(d1);
+  a.s2 += sum_of(d2);
+  a.zero += sum_of(dz);
+  for (int v = 1; v < V; ++v) {  // the chains' extremes in the registers first, then across the lanes
     mn[0] = mn[v] < mn[0] ? mn[v] : mn[0];
     mx[0] = mx[v] > mx[0] ? mx[v] : mx[0];
   }
-  float lo[kLanes], hi[kLanes];
-  std::memcpy(lo, &mn[0], sizeof lo);
-  std::memcpy(hi, &mx[0], sizeof hi);
-  float low = lo[0], high = hi[0];
-  for (int l = 1; l < kLanes; ++l) {
-    low = lo[l] < low ? lo[l] : low;
-    high = hi[l] > high ? hi[l] : high;
-  }
-  a.mn = std::min(a.mn, double(low));
-  a.mx = std::max(a.mx, double(high));
+  a.mn = std::min(a.mn, double(lane_min(mn[0])));
+  a.mx = std::max(a.mx, double(lane_max(mx[0])));
 }
 
 constexpr int kRunVectors = 2;  // chains over a contiguous run: 16 floats per step (four spill: AVX2 has 16 registers)
 
 // One neuron's contiguous run of `n` floats (a weight row, a conv channel's plane), all shifted by `shift`, added to
 // `a`: kRunVectors * kLanes floats at a time, then kLanes at a time (not one by one), the last few one by one.
-TRAINSCOPE_SIMD_CLONES
-void accumulate_run(const float* run, int64_t n, float shift, Accumulator& a) {
+[[gnu::always_inline]] inline void accumulate_run_inline(const float* run, int64_t n, float shift, Accumulator& a) {
   constexpr int64_t kWide = kRunVectors * kLanes;
   const int64_t wide = n / kWide;
   if (wide > 0) accumulate_blocks<kRunVectors>(run, wide, shift, a);
   const int64_t narrow = (n - wide * kWide) / kLanes;
   if (narrow > 0) accumulate_blocks<1>(run + wide * kWide, narrow, shift, a);
   for (int64_t i = wide * kWide + narrow * kLanes; i < n; ++i) accumulate_one(run[i], a);
+}
+TRAINSCOPE_SIMD_CLONES
+void accumulate_run(const float* run, int64_t n, float shift, Accumulator& a) {
+  accumulate_run_inline(run, n, shift, a);
+}
+
+// The sums of up to kMaxLanes neurons side by side, finished together: their divisions and square roots, one neuron
+// at a time, were half of the time of a Linear activation (64 elements a neuron: ~9 of 20 ns a neuron) and nearly
+// all of a bias's. Lanes past the batch's width are computed and ignored.
+struct SumBatch {
+  double shift[kMaxLanes], s1[kMaxLanes], s2[kMaxLanes], zero[kMaxLanes], mn[kMaxLanes], mx[kMaxLanes];
+  void set(int l, const Accumulator& a) {
+    shift[l] = a.shift, s1[l] = a.s1, s2[l] = a.s2, zero[l] = a.zero, mn[l] = a.mn, mx[l] = a.mx;
+  }
+};
+// `width` consecutive runs of `n` floats, each one neuron's (rows of a weight matrix), into `batch`: in one call, as
+// a call through the clones' dispatch per row made 784 rows of 256 floats 4% slower.
+TRAINSCOPE_SIMD_CLONES
+void accumulate_runs(const float* x, int width, int64_t n, SumBatch& batch) {
+  for (int l = 0; l < width; ++l) {
+    Accumulator acc;
+    acc.shift = shift_of(x[l * n]);
+    accumulate_run_inline(x + l * n, n, float(acc.shift), acc);
+    batch.set(l, acc);
+  }
 }
 
 // Float squares over blocks of 512 elements, added in double; 32 lanes (four independent register chains), so that
@@ -293,15 +346,6 @@ Moments exact_neuron(const float* x, int64_t outer, int64_t neurons, int64_t inn
   return m;
 }
 
-// The sums of up to kMaxLanes neurons side by side, finished together: their divisions and square roots, one neuron
-// at a time, were half of the time of a Linear activation (64 elements a neuron: ~9 of 20 ns a neuron) and nearly
-// all of a bias's. Lanes past the batch's width are computed and ignored.
-struct SumBatch {
-  double shift[kMaxLanes], s1[kMaxLanes], s2[kMaxLanes], zero[kMaxLanes], mn[kMaxLanes], mx[kMaxLanes];
-  void set(int l, const Accumulator& a) {
-    shift[l] = a.shift, s1[l] = a.s1, s2[l] = a.s2, zero[l] = a.zero, mn[l] = a.mn, mx[l] = a.mx;
-  }
-};
 struct FinishedBatch {
   double mean[kMaxLanes], std[kMaxLanes], norm[kMaxLanes], zero[kMaxLanes];
 };
@@ -323,32 +367,26 @@ void finish_math(const SumBatch& b, double n, FinishedBatch& f) {
   }
 }
 
-// Moments of neurons first .. first + width - 1 from their sums over n elements; neurons whose sums are not finite
-// are computed again exactly.
+// Statistics of neurons first .. first + width - 1 from their sums over n elements; neurons whose sums are not
+// finite are computed again exactly.
 void finish_batch(const SumBatch& b, int width, double n, const float* x, int64_t outer, int64_t neurons, int64_t inner,
-                  int64_t first, Moments* out) {
+                  int64_t first, NeuronRows& out) {
   FinishedBatch f;
   finish_math(b, n, f);
-  for (int l = 0; l < width; ++l) {
-    Moments& m = out[first + l];
-    if (!std::isfinite(b.s1[l]) || !std::isfinite(b.s2[l])) {
-      m = exact_neuron(x, outer, neurons, inner, first + l);
-      continue;
-    }
-    m.count = n;
-    m.v[kMean] = f.mean[l];
-    m.v[kStd] = f.std[l];
-    m.v[kMin] = b.mn[l];
-    m.v[kMax] = b.mx[l];
-    m.v[kNorm] = f.norm[l];
-    m.v[kZero] = f.zero[l];
-    m.v[kNan] = 0;
-    m.v[kInf] = 0;
-  }
-}
-
-inline float shift_of(float first) {
-  return std::isfinite(first) ? first : 0.0f;
+  const auto put = [&](int statistic, const double* lanes) {
+    std::memcpy(out.row(statistic) + first, lanes, size_t(width) * sizeof(double));
+  };
+  put(kMean, f.mean);
+  put(kStd, f.std);
+  put(kMin, b.mn);
+  put(kMax, b.mx);
+  put(kNorm, f.norm);
+  put(kZero, f.zero);
+  std::fill_n(out.row(kNan) + first, width, 0.0);
+  std::fill_n(out.row(kInf) + first, width, 0.0);
+  for (int l = 0; l < width; ++l)
+    if (!std::isfinite(b.s1[l]) || !std::isfinite(b.s2[l]))
+      out.set(size_t(first + l), exact_neuron(x, outer, neurons, inner, first + l));
 }
 
 }  // namespace
@@ -361,15 +399,16 @@ double host_sum_of_squares(const float* x, int64_t n) {
   return sum;
 }
 
-void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t inner, Moments* out) {
-  if (neurons <= 0) return;
+NeuronRows host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t inner) {
+  if (neurons <= 0) return {};
   const int64_t count = outer * inner;
+  NeuronRows out{size_t(neurons), double(count)};
   if (count == 0) {
-    for (int64_t i = 0; i < neurons; ++i) {
-      out[i] = Moments{};
-      for (int s : {kMean, kStd, kMin, kMax, kZero}) out[i].v[size_t(s)] = std::nan("");
+    for (int s = 0; s < kStatRows; ++s) {
+      const bool undefined = s == kMean || s == kStd || s == kMin || s == kMax || s == kZero;
+      std::fill_n(out.row(s), neurons, undefined ? std::nan("") : 0.0);
     }
-    return;
+    return out;
   }
   const double n = double(count);
   if (inner == 1) {
@@ -408,23 +447,17 @@ void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t
       }
       finish_batch(batch, width, n, x, outer, neurons, inner, j, out);
     }
-    return;
+    return out;
   }
   if (outer == 1) {
     // One contiguous run per neuron (a weight matrix's rows), finished kMaxLanes rows at a time.
     SumBatch batch{};
     for (int64_t first = 0; first < neurons; first += kMaxLanes) {
       const int width = int(std::min<int64_t>(kMaxLanes, neurons - first));
-      for (int l = 0; l < width; ++l) {
-        const int64_t i = first + l;
-        Accumulator acc;
-        acc.shift = shift_of(x[i * inner]);
-        accumulate_run(x + i * inner, inner, float(acc.shift), acc);
-        batch.set(l, acc);
-      }
+      accumulate_runs(x + first * inner, width, inner, batch);
       finish_batch(batch, width, n, x, outer, neurons, inner, first, out);
     }
-    return;
+    return out;
   }
   // Each neuron owns `outer` runs of `inner` elements (conv activations). Reused between calls: no allocation once
   // the widest layer was seen.
@@ -442,6 +475,7 @@ void host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t
     for (int l = 0; l < width; ++l) batch.set(l, acc[size_t(first + l)]);
     finish_batch(batch, width, n, x, outer, neurons, inner, first, out);
   }
+  return out;
 }
 
 namespace {
@@ -466,8 +500,7 @@ CallStats compute_neuron_stats(const torch::Tensor& x, int64_t neuron_dim) {
       if (d < neuron_dim) outer *= c.size(d);
       if (d > neuron_dim) inner *= c.size(d);
     }
-    out.host.resize(size_t(neurons));
-    host_neuron_moments(c.data_ptr<float>(), outer, neurons, inner, out.host.data());
+    out.host = host_neuron_moments(c.data_ptr<float>(), outer, neurons, inner);
     return out;
   }
   out.device = neuron_statistics(x, neuron_dim);
@@ -498,37 +531,37 @@ Moments merge(const Moments& a, const Moments& b) {
   return m;
 }
 
+Moments NeuronRows::at(size_t neuron) const {
+  Moments m;
+  m.count = count_;
+  for (int s = 0; s < kStatRows; ++s) m.v[size_t(s)] = row(s)[neuron];
+  return m;
+}
+
+void NeuronRows::set(size_t neuron, const Moments& m) {
+  for (int s = 0; s < kStatRows; ++s) row(s)[neuron] = m.v[size_t(s)];
+}
+
 void NeuronTable::add_call(const float* stats, uint32_t n, double count_per_neuron) {
+  NeuronRows call(n, count_per_neuron);
+  for (int s = 0; s < kStatRows; ++s) std::copy_n(stats + size_t(s) * n, n, call.row(s));  // the same layout
+  add_call(std::move(call));
+}
+
+void NeuronTable::add_call(const NeuronRows& call) {
+  add_call(NeuronRows(call));
+}
+
+void NeuronTable::add_call(NeuronRows&& call) {
   // A layer called with a different output width (rare: a shared module on other shapes) restarts the table.
-  if (rows.empty() || neurons != n) {
-    neurons = n;
-    rows.assign(n, Moments{});
-  }
-  for (uint32_t i = 0; i < n; ++i) {
-    Moments call;
-    call.count = count_per_neuron;
-    for (int s = 0; s < kStatRows; ++s) call.v[s] = stats[size_t(s) * n + i];
-    rows[i] = merge(rows[i], call);
-  }
-}
-
-void NeuronTable::add_call(const MomentsVector& moments) {
-  const auto n = uint32_t(moments.size());
-  if (rows.empty() || neurons != n) {
-    neurons = n;
-    rows = moments;
+  if (rows.empty() || rows.size() != call.size()) {
+    neurons = uint32_t(call.size());
+    rows = std::move(call);  // the usual single call: no merge, no copy
     return;
   }
-  for (uint32_t i = 0; i < n; ++i) rows[i] = merge(rows[i], moments[i]);
-}
-
-void NeuronTable::add_call(MomentsVector&& moments) {
-  if (rows.empty() || neurons != uint32_t(moments.size())) {
-    neurons = uint32_t(moments.size());
-    rows = std::move(moments);  // the usual single call: no merge, no copy
-    return;
-  }
-  add_call(static_cast<const MomentsVector&>(moments));
+  NeuronRows merged(rows.size(), rows.count() + call.count());
+  for (size_t i = 0; i < rows.size(); ++i) merged.set(i, merge(rows.at(i), call.at(i)));
+  rows = std::move(merged);
 }
 
 format::TensorSummary NeuronTable::summary() const {
@@ -545,62 +578,74 @@ std::vector<float> NeuronTable::values(format::StatisticMask mask) const {
 }
 
 void NeuronTable::write(format::StatisticMask mask, format::TensorSummary& s, std::vector<float>* values) const {
-  // Two passes over the neurons (no square root or division per neuron): the values of every selected statistic
-  // and the sums, then the spread of the neurons' variances and means around the mean. A neuron's row is read
-  // once per pass, not once per statistic (the rows of a step are ~1 MB). Infinite means give Inf (or NaN), a NaN
-  // or Inf element a NaN standard deviation.
-  int selected[kStatRows];
-  int nselected = 0;
-  for (int st = 0; st < kStatRows; ++st)
-    if (mask & format::statistic_bit(format::Statistic(st))) selected[nselected++] = st;
+  // Row by row: each selected statistic's row converted to float, then one pass for the sums and one for the spread
+  // of the neurons' variances and means around the mean. All neurons have the same element count, so the layer's
+  // mean, variance and zero fraction are plain means over the neurons. Infinite means give Inf (or NaN), a NaN or
+  // Inf element a NaN standard deviation.
   const size_t n = rows.size();
-  float* out = nullptr;
   if (values) {
-    values->resize(size_t(nselected) * n);
-    out = values->data();
-  }
-  double count = 0, sum = 0, norm2 = 0, zeros = 0, nan = 0, inf = 0, mn = kInfinity, mx = -kInfinity;
-  bool nan_extreme = false;
-  const bool all = nselected == kStatRows;  // the default: a fixed layout the compiler unrolls
-  for (size_t i = 0; i < n; ++i) {
-    const Moments& m = rows[i];
-    if (out && all)
-      for (size_t k = 0; k < size_t(kStatRows); ++k) out[k * n + i] = float(m.v[k]);
-    else if (out)
-      for (int k = 0; k < nselected; ++k) out[size_t(k) * n + i] = float(m.v[size_t(selected[k])]);
-    count += m.count;
-    sum += m.count * m.v[kMean];
-    norm2 += m.v[kNorm] * m.v[kNorm];
-    zeros += m.count * m.v[kZero];
-    nan += m.v[kNan];
-    inf += m.v[kInf];
-    if (m.count == 0) continue;
-    nan_extreme = nan_extreme || std::isnan(m.v[kMin]) || std::isnan(m.v[kMax]);
-    mn = std::min(mn, m.v[kMin]);
-    mx = std::max(mx, m.v[kMax]);
+    values->clear();  // appended row by row: resize() would zero every value first
+    for (int st = 0; st < kStatRows; ++st)
+      if (mask & format::statistic_bit(format::Statistic(st)))
+        values->insert(values->end(), rows.row(st), rows.row(st) + n);
   }
   s = format::TensorSummary{};
-  s.numel = count;
-  if (count == 0) return;
-  const double mean = sum / count;
-  double m2 = 0;
-  for (const Moments& m : rows) {
-    const double d = m.v[kMean] - mean;
-    m2 += m.count * (m.v[kStd] * m.v[kStd] + d * d);
+  s.numel = rows.count() * double(n);
+  if (n == 0 || rows.count() == 0) return;
+  const double *mean = rows.row(kMean), *std = rows.row(kStd), *lo = rows.row(kMin), *hi = rows.row(kMax),
+               *norm = rows.row(kNorm), *zero = rows.row(kZero), *nan = rows.row(kNan), *inf = rows.row(kInf);
+  // kWays partial sums per quantity: one sum would wait for each addition's latency, neuron after neuron.
+  constexpr size_t kWays = 4;
+  double sum[kWays] = {}, norm2[kWays] = {}, zeros[kWays] = {}, nans[kWays] = {}, infs[kWays] = {},
+         nan_extremes[kWays] = {}, mn[kWays], mx[kWays];
+  std::fill_n(mn, kWays, kInfinity);
+  std::fill_n(mx, kWays, -kInfinity);
+  const auto add = [&](size_t i, size_t w) {
+    sum[w] += mean[i];
+    norm2[w] += norm[i] * norm[i];
+    zeros[w] += zero[i];
+    nans[w] += nan[i];
+    infs[w] += inf[i];
+    nan_extremes[w] += lo[i] != lo[i] || hi[i] != hi[i] ? 1.0 : 0.0;
+    mn[w] = lo[i] < mn[w] ? lo[i] : mn[w];
+    mx[w] = hi[i] > mx[w] ? hi[i] : mx[w];
+  };
+  size_t i = 0;
+  for (; i + kWays <= n; i += kWays)
+    for (size_t w = 0; w < kWays; ++w) add(i + w, w);
+  for (; i < n; ++i) add(i, 0);
+  for (size_t w = 1; w < kWays; ++w) {
+    sum[0] += sum[w], norm2[0] += norm2[w], zeros[0] += zeros[w], nans[0] += nans[w], infs[0] += infs[w];
+    nan_extremes[0] += nan_extremes[w];
+    mn[0] = std::min(mn[0], mn[w]);
+    mx[0] = std::max(mx[0], mx[w]);
   }
-  s.mean = mean;
-  s.std = std::isnan(m2) ? m2 : std::sqrt(m2 / count);
-  s.min = nan_extreme ? std::nan("") : mn;
-  s.max = nan_extreme ? std::nan("") : mx;
-  s.norm = std::sqrt(norm2);
-  s.zero_fraction = zeros / count;
-  s.nan_count = nan;
-  s.inf_count = inf;
+  const double grand_mean = sum[0] / double(n);
+  double m2[kWays] = {};
+  for (i = 0; i + kWays <= n; i += kWays)
+    for (size_t w = 0; w < kWays; ++w) {
+      const double d = mean[i + w] - grand_mean;
+      m2[w] += std[i + w] * std[i + w] + d * d;
+    }
+  for (; i < n; ++i) {
+    const double d = mean[i] - grand_mean;
+    m2[0] += std[i] * std[i] + d * d;
+  }
+  const double spread = (m2[0] + m2[1]) + (m2[2] + m2[3]);
+  s.mean = grand_mean;
+  s.std = std::isnan(spread) ? spread : std::sqrt(spread / double(n));
+  s.min = nan_extremes[0] > 0 ? std::nan("") : mn[0];
+  s.max = nan_extremes[0] > 0 ? std::nan("") : mx[0];
+  s.norm = std::sqrt(norm2[0]);
+  s.zero_fraction = zeros[0] / double(n);
+  s.nan_count = nans[0];
+  s.inf_count = infs[0];
 }
 
 bool NeuronTable::finite() const {
-  for (const Moments& m : rows)
-    if (m.v[kNan] != 0 || m.v[kInf] != 0) return false;
+  const double *nan = rows.row(kNan), *inf = rows.row(kInf);
+  for (size_t i = 0; i < rows.size(); ++i)
+    if (nan[i] != 0 || inf[i] != 0) return false;
   return true;
 }
 

@@ -71,7 +71,7 @@ void check(const torch::Tensor& x, int64_t dim, const std::string& name) {
   // A neuron with an Inf has no finite standard deviation; LibTorch's answer there depends on the element order.
   const torch::Tensor has_inf = r.inf > 0;
   for (int64_t i = 0; i < x.size(dim); ++i) {
-    const Moments& m = stats.host[size_t(i)];
+    const Moments m = stats.host.at(size_t(i));
     const std::string at = name + " neuron " + std::to_string(i);
     EXPECT_EQ(m.count, stats.count) << at;
     const double std = r.std[i].item<double>(), norm = r.norm[i].item<double>();
@@ -193,7 +193,7 @@ TEST(OnePassStatistics, LargeMeanSmallSpreadKeepsItsStandardDeviation) {
   const CallStats stats = compute_neuron_stats(x, 1);
   const torch::Tensor want = x.to(torch::kDouble).std(0, false);
   for (int64_t i = 0; i < 10; ++i)
-    EXPECT_NEAR(stats.host[size_t(i)].v[int(Statistic::Std)], want[i].item<double>(), 1e-6 * want[i].item<double>());
+    EXPECT_NEAR(stats.host.at(size_t(i)).v[int(Statistic::Std)], want[i].item<double>(), 1e-6 * want[i].item<double>());
 }
 
 TEST(OnePassStatistics, HugeFiniteValuesAreExact) {
@@ -204,8 +204,8 @@ TEST(OnePassStatistics, HugeFiniteValuesAreExact) {
   x[7][5] = -2e25f;
   check(x, 1, "huge values");
   const CallStats stats = compute_neuron_stats(x, 1);
-  EXPECT_TRUE(std::isfinite(stats.host[2].v[int(Statistic::Std)]));
-  EXPECT_EQ(stats.host[2].v[int(Statistic::InfCount)], 0);
+  EXPECT_TRUE(std::isfinite(stats.host.at(2).v[int(Statistic::Std)]));
+  EXPECT_EQ(stats.host.at(2).v[int(Statistic::InfCount)], 0);
 }
 
 TEST(OnePassStatistics, AgreesWithTheDeviceReductions) {
@@ -218,7 +218,7 @@ TEST(OnePassStatistics, AgreesWithTheDeviceReductions) {
   for (int64_t i = 0; i < 21; ++i)
     for (int s = 0; s < kStatRows; ++s) {
       const double want = device[s][i].item<double>();
-      EXPECT_NEAR(host.host[size_t(i)].v[size_t(s)], want, 1e-5 + 1e-5 * std::fabs(want)) << s << " " << i;
+      EXPECT_NEAR(host.host.at(size_t(i)).v[size_t(s)], want, 1e-5 + 1e-5 * std::fabs(want)) << s << " " << i;
     }
 }
 

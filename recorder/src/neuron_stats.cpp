@@ -85,6 +85,38 @@ typedef int32_t IntLanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
   std::memcpy(&out, lanes, sizeof out);
 }
 
+// Reductions across the lanes in vector registers. Through memory, lane by lane, they were about half of the time
+// of a 256-float weight row (three chains of eight dependent scalar additions, two of eight comparisons).
+typedef float FloatQuad __attribute__((vector_size(4 * sizeof(float))));
+typedef int32_t IntQuad __attribute__((vector_size(4 * sizeof(int32_t))));
+typedef double DoubleQuad __attribute__((vector_size(4 * sizeof(double))));
+typedef double DoublePair __attribute__((vector_size(2 * sizeof(double))));
+
+// Lanes l and l + 4 added in double, to `sum` (by reference, as splat()).
+[[gnu::always_inline]] inline void add_in_double(const FloatLanes& f, DoubleQuad& sum) {
+  sum += __builtin_convertvector(__builtin_shufflevector(f, f, 0, 1, 2, 3), DoubleQuad) +
+         __builtin_convertvector(__builtin_shufflevector(f, f, 4, 5, 6, 7), DoubleQuad);
+}
+[[gnu::always_inline]] inline void add_in_double(const IntLanes& z, DoubleQuad& sum) {
+  sum += __builtin_convertvector(__builtin_shufflevector(z, z, 0, 1, 2, 3), DoubleQuad) +
+         __builtin_convertvector(__builtin_shufflevector(z, z, 4, 5, 6, 7), DoubleQuad);
+}
+// Lanes of `f` (float or int lanes) as doubles at to[0 .. kLanes): added to what is there, or stored when `first`.
+template <typename L>
+[[gnu::always_inline]] inline void lanes_to_doubles(const L& f, double* to, bool first) {
+  DoubleQuad lo = __builtin_convertvector(__builtin_shufflevector(f, f, 0, 1, 2, 3), DoubleQuad);
+  DoubleQuad hi = __builtin_convertvector(__builtin_shufflevector(f, f, 4, 5, 6, 7), DoubleQuad);
+  if (!first) {
+    DoubleQuad a, b;
+    std::memcpy(&a, to, sizeof a);
+    std::memcpy(&b, to + 4, sizeof b);
+    lo += a;
+    hi += b;
+  }
+  std::memcpy(to, &lo, sizeof lo);
+  std::memcpy(to + 4, &hi, sizeof hi);
+}
+
 // `rows` rows of V * kLanes floats, `stride` floats apart; lane l shifted by shift[l]. Partial sums in float over
 // blocks of kBlockRows rows, then added in double (a sum of at most 64 shifted terms loses about 1e-7 relative; the
 // blocks do not add up errors). NaN never wins a comparison here: min/max skip it, and NaN is handled by the caller.
@@ -98,7 +130,6 @@ template <int V>
     splat(std::numeric_limits<float>::infinity(), mn[v]);
     splat(-std::numeric_limits<float>::infinity(), mx[v]);
   }
-  double s1[kWidth] = {}, s2[kWidth] = {}, zero[kWidth] = {};
   for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
     const int64_t r1 = std::min(rows, r0 + kBlockRows);
     FloatLanes f1[V] = {}, f2[V] = {};
@@ -116,22 +147,18 @@ template <int V>
         mx[v] = e > mx[v] ? e : mx[v];
       }
     }
-    float b1[kWidth], b2[kWidth];
-    int32_t bz[kWidth];
+    // Into the output in double, block by block (the first stores: no arrays to zero, which took rep stos).
     for (int v = 0; v < V; ++v) {
-      std::memcpy(b1 + v * kLanes, &f1[v], sizeof f1[v]);
-      std::memcpy(b2 + v * kLanes, &f2[v], sizeof f2[v]);
-      std::memcpy(bz + v * kLanes, &zeros[v], sizeof zeros[v]);
-    }
-    for (int l = 0; l < kWidth; ++l) {
-      s1[l] += double(b1[l]);
-      s2[l] += double(b2[l]);
-      zero[l] += double(bz[l]);
+      lanes_to_doubles(f1[v], out->s1 + v * kLanes, r0 == 0);
+      lanes_to_doubles(f2[v], out->s2 + v * kLanes, r0 == 0);
+      lanes_to_doubles(zeros[v], out->zero + v * kLanes, r0 == 0);
     }
   }
-  std::memcpy(out->s1, s1, sizeof s1);
-  std::memcpy(out->s2, s2, sizeof s2);
-  std::memcpy(out->zero, zero, sizeof zero);
+  if (rows <= 0) {
+    std::fill_n(out->s1, kWidth, 0.0);
+    std::fill_n(out->s2, kWidth, 0.0);
+    std::fill_n(out->zero, kWidth, 0.0);
+  }
   for (int v = 0; v < V; ++v) {
     std::memcpy(out->mn + v * kLanes, &mn[v], sizeof mn[v]);
     std::memcpy(out->mx + v * kLanes, &mx[v], sizeof mx[v]);
@@ -153,22 +180,6 @@ inline float shift_of(float first) {
   return std::isfinite(first) ? first : 0.0f;
 }
 
-// Reductions across the lanes in vector registers. Through memory, lane by lane, they were about half of the time
-// of a 256-float weight row (three chains of eight dependent scalar additions, two of eight comparisons).
-typedef float FloatQuad __attribute__((vector_size(4 * sizeof(float))));
-typedef int32_t IntQuad __attribute__((vector_size(4 * sizeof(int32_t))));
-typedef double DoubleQuad __attribute__((vector_size(4 * sizeof(double))));
-typedef double DoublePair __attribute__((vector_size(2 * sizeof(double))));
-
-// Lanes l and l + 4 added in double, to `sum` (by reference, as splat()).
-[[gnu::always_inline]] inline void add_in_double(const FloatLanes& f, DoubleQuad& sum) {
-  sum += __builtin_convertvector(__builtin_shufflevector(f, f, 0, 1, 2, 3), DoubleQuad) +
-         __builtin_convertvector(__builtin_shufflevector(f, f, 4, 5, 6, 7), DoubleQuad);
-}
-[[gnu::always_inline]] inline void add_in_double(const IntLanes& z, DoubleQuad& sum) {
-  sum += __builtin_convertvector(__builtin_shufflevector(z, z, 0, 1, 2, 3), DoubleQuad) +
-         __builtin_convertvector(__builtin_shufflevector(z, z, 4, 5, 6, 7), DoubleQuad);
-}
 [[gnu::always_inline]] inline double sum_of(const DoubleQuad& d) {
   const DoublePair p = __builtin_shufflevector(d, d, 0, 1) + __builtin_shufflevector(d, d, 2, 3);
   return p[0] + p[1];
@@ -301,14 +312,6 @@ double sum_of_squares_fast(const float* x, int64_t n) {
   return sum;
 }
 
-inline void fold_lane(const Lanes& lanes, int l, Accumulator& a) {
-  a.s1 += lanes.s1[l];
-  a.s2 += lanes.s2[l];
-  a.zero += lanes.zero[l];
-  a.mn = std::min(a.mn, double(lanes.mn[l]));
-  a.mx = std::max(a.mx, double(lanes.mx[l]));
-}
-
 // One neuron element by element in double, NaN and Inf counted: for neurons the fast path found non-finite.
 Moments exact_neuron(const float* x, int64_t outer, int64_t neurons, int64_t inner, int64_t i) {
   double sum = 0, sq = 0, zero = 0, nan = 0, inf = 0, mn = kInfinity, mx = -kInfinity;
@@ -418,12 +421,13 @@ NeuronRows host_neuron_moments(const float* x, int64_t outer, int64_t neurons, i
     float shift[kMaxLanes];
     SumBatch batch{};
     auto take = [&](int64_t j, int width) {
-      for (int l = 0; l < width; ++l) {
-        Accumulator acc;
-        acc.shift = shift[l];
-        fold_lane(lanes, l, acc);
-        batch.set(l, acc);
-      }
+      // Each lane is a whole neuron: its sums as they are (loops over arrays, which vectorise).
+      for (int l = 0; l < width; ++l) batch.shift[l] = shift[l];
+      std::copy_n(lanes.s1, width, batch.s1);
+      std::copy_n(lanes.s2, width, batch.s2);
+      std::copy_n(lanes.zero, width, batch.zero);
+      for (int l = 0; l < width; ++l) batch.mn[l] = lanes.mn[l];
+      for (int l = 0; l < width; ++l) batch.mx[l] = lanes.mx[l];
       finish_batch(batch, width, n, x, outer, neurons, inner, j, out);
     };
     int64_t j = 0;

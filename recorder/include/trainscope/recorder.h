@@ -29,19 +29,24 @@
 // float32 tensors are computed in one pass over the data in plain C++ (no LibTorch ops); CUDA and other tensors use
 // reductions on their own device. A step that is not captured costs the loss read and a sum of squares over the
 // gradients on the training thread (~0.07 ms for 0.47 M parameters). A captured step of the VAE, every step
-// recorded (recorder_bench's interleaved phases and timers inside step()): ~0.35-0.45 ms inside step() (the
-// parameters' statistics ~0.2 ms, 0.94 M floats; all statistics into records ~0.08; setting up and arming the next
-// capture ~0.02), ~0.2 ms more in forward (the activations' statistics ~0.1 ms, the observer's ~70 top-level ops
-// ~0.05 ms) and ~0.15 ms more in backward (the activation gradients' statistics). The statistics run at about twice
-// their in-cache time there, probably because half of every matrix product's output, and of every parameter the
-// optimizer updated, was written by the BLAS or OpenMP worker on the other core. The writer compresses on its own
-// thread (per-neuron statistics at zstd level -1: ~0.5 ms of CPU a step when every step is recorded), kept off the
-// training thread's core; it polls for work while snapshots come less than 5 ms apart instead of being woken for each.
-// The statistics are computed on the training thread: a second thread reading the parameters made the next zero_grad()
-// slower by more than it saved. LibTorch's OpenBLAS keeps its own worker threads (torch::set_num_threads() does not
-// bound them) which spin in sched_yield between calls and then compete with the writer for the cores. On a machine with
-// few cores, OPENBLAS_NUM_THREADS=1 (or openblas_set_num_threads(1)) when the training loop runs one thread anyway
-// leaves the other core to the writer; the recorder never changes the training thread's or LibTorch's settings.
+// recorded (recorder_bench's interleaved phases and timers inside step()): ~0.4-0.65 ms inside step() (the
+// parameters' statistics 0.22-0.28 ms, 0.94 M floats; all statistics into records ~0.07; handing over and arming the
+// next capture ~0.03), ~0.15 ms more in forward (the activations' statistics, the observer's ~70 top-level ops) and
+// ~0.13 ms more in backward (the activation gradients' statistics). The statistics run up to twice their in-cache
+// time there: OpenBLAS's idle worker spins in sched_yield on the other core (such a spinner slowed the kernel by 25%
+// in a scratch benchmark), and half of every matrix product's output was written by that core. The writer compresses
+// on its own thread (per-neuron statistics at zstd level -1: 0.5-0.9 ms of CPU a step when every step is recorded),
+// kept off the training thread's core; it polls for work while snapshots come less than 5 ms apart instead of being
+// woken for each.
+// The statistics are computed on the training thread, at step(): a second thread reading the parameters made the next
+// zero_grad() slower by more than it saved. Two other placements measured within noise of this (2026-12-04): the
+// weights' statistics on a background thread during forward and backward (step() 0.15-0.2 ms shorter, the matrix
+// products and the optimizer's writes as much slower) and the gradients' in a post-hook of each gradient accumulator
+// (the backward pass longer by what step() saved).
+// LibTorch's OpenBLAS keeps its own worker threads (torch::set_num_threads() does not bound them) which spin in
+// sched_yield between calls and then compete with the writer for the cores. On a machine with few cores,
+// OPENBLAS_NUM_THREADS=1 (or openblas_set_num_threads(1)) when the training loop runs one thread anyway leaves the
+// other core to the writer; the recorder never changes the training thread's or LibTorch's settings.
 #pragma once
 
 #include <torch/nn/module.h>

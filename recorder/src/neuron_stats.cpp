@@ -88,19 +88,38 @@ typedef int32_t IntLanes __attribute__((vector_size(kLanes * sizeof(int32_t))));
 // Reductions across the lanes in vector registers. Through memory, lane by lane, they were about half of the time
 // of a 256-float weight row (three chains of eight dependent scalar additions, two of eight comparisons).
 typedef float FloatQuad __attribute__((vector_size(4 * sizeof(float))));
-typedef int32_t IntQuad __attribute__((vector_size(4 * sizeof(int32_t))));
 typedef double DoubleQuad __attribute__((vector_size(4 * sizeof(double))));
 typedef double DoublePair __attribute__((vector_size(2 * sizeof(double))));
 
-// Lanes l and l + 4 added in double, to `sum` (by reference, as splat()).
-[[gnu::always_inline]] inline void add_in_double(const FloatLanes& f, DoubleQuad& sum) {
+// Lanes l and l + 4 of `f` (float or int lanes) added in double, to `sum` (by reference, as splat()).
+template <typename L>
+[[gnu::always_inline]] inline void add_in_double(const L& f, DoubleQuad& sum) {
   sum += __builtin_convertvector(__builtin_shufflevector(f, f, 0, 1, 2, 3), DoubleQuad) +
          __builtin_convertvector(__builtin_shufflevector(f, f, 4, 5, 6, 7), DoubleQuad);
 }
-[[gnu::always_inline]] inline void add_in_double(const IntLanes& z, DoubleQuad& sum) {
-  sum += __builtin_convertvector(__builtin_shufflevector(z, z, 0, 1, 2, 3), DoubleQuad) +
-         __builtin_convertvector(__builtin_shufflevector(z, z, 4, 5, 6, 7), DoubleQuad);
+[[gnu::always_inline]] inline double sum_of(const DoubleQuad& d) {
+  const DoublePair p = __builtin_shufflevector(d, d, 0, 1) + __builtin_shufflevector(d, d, 2, 3);
+  return p[0] + p[1];
 }
+[[gnu::always_inline]] inline float lane_min(const FloatLanes& f) {
+  const FloatQuad a = __builtin_shufflevector(f, f, 0, 1, 2, 3), b = __builtin_shufflevector(f, f, 4, 5, 6, 7);
+  FloatQuad m = b < a ? b : a;
+  FloatQuad t = __builtin_shufflevector(m, m, 2, 3, 0, 1);
+  m = t < m ? t : m;
+  t = __builtin_shufflevector(m, m, 1, 0, 3, 2);
+  m = t < m ? t : m;
+  return m[0];
+}
+[[gnu::always_inline]] inline float lane_max(const FloatLanes& f) {
+  const FloatQuad a = __builtin_shufflevector(f, f, 0, 1, 2, 3), b = __builtin_shufflevector(f, f, 4, 5, 6, 7);
+  FloatQuad m = b > a ? b : a;
+  FloatQuad t = __builtin_shufflevector(m, m, 2, 3, 0, 1);
+  m = t > m ? t : m;
+  t = __builtin_shufflevector(m, m, 1, 0, 3, 2);
+  m = t > m ? t : m;
+  return m[0];
+}
+
 // Lanes of `f` (float or int lanes) as doubles at to[0 .. kLanes): added to what is there, or stored when `first`.
 template <typename L>
 [[gnu::always_inline]] inline void lanes_to_doubles(const L& f, double* to, bool first) {
@@ -178,29 +197,6 @@ void accumulate_wide(const float* x, int64_t rows, int64_t stride, const float* 
 // The shift of a neuron's sums (see Accumulator): its first element, if finite.
 inline float shift_of(float first) {
   return std::isfinite(first) ? first : 0.0f;
-}
-
-[[gnu::always_inline]] inline double sum_of(const DoubleQuad& d) {
-  const DoublePair p = __builtin_shufflevector(d, d, 0, 1) + __builtin_shufflevector(d, d, 2, 3);
-  return p[0] + p[1];
-}
-[[gnu::always_inline]] inline float lane_min(const FloatLanes& f) {
-  const FloatQuad a = __builtin_shufflevector(f, f, 0, 1, 2, 3), b = __builtin_shufflevector(f, f, 4, 5, 6, 7);
-  FloatQuad m = b < a ? b : a;
-  FloatQuad t = __builtin_shufflevector(m, m, 2, 3, 0, 1);
-  m = t < m ? t : m;
-  t = __builtin_shufflevector(m, m, 1, 0, 3, 2);
-  m = t < m ? t : m;
-  return m[0];
-}
-[[gnu::always_inline]] inline float lane_max(const FloatLanes& f) {
-  const FloatQuad a = __builtin_shufflevector(f, f, 0, 1, 2, 3), b = __builtin_shufflevector(f, f, 4, 5, 6, 7);
-  FloatQuad m = b > a ? b : a;
-  FloatQuad t = __builtin_shufflevector(m, m, 2, 3, 0, 1);
-  m = t > m ? t : m;
-  t = __builtin_shufflevector(m, m, 1, 0, 3, 2);
-  m = t > m ? t : m;
-  return m[0];
 }
 
 // `blocks` consecutive blocks of V * kLanes floats of one neuron's run, all shifted by `shift`, added to `a`: V
@@ -614,18 +610,17 @@ void row_sums(const double* mean, const double* norm, const double* zero, const 
     mn = l < mn ? l : mn;
     mx = h > mx ? h : mx;
   }
-  double lanes[8][4];
-  for (const auto& [k, v] :
-       {std::pair{0, &sum}, {1, &norm2}, {2, &zeros}, {3, &nans}, {4, &infs}, {5, &extremes}, {6, &mn}, {7, &mx}})
-    std::memcpy(lanes[k], v, sizeof lanes[k]);
-  out = {lanes[0][0] + lanes[0][1] + lanes[0][2] + lanes[0][3],
-         lanes[1][0] + lanes[1][1] + lanes[1][2] + lanes[1][3],
-         lanes[2][0] + lanes[2][1] + lanes[2][2] + lanes[2][3],
-         lanes[3][0] + lanes[3][1] + lanes[3][2] + lanes[3][3],
-         lanes[4][0] + lanes[4][1] + lanes[4][2] + lanes[4][3],
-         lanes[5][0] + lanes[5][1] + lanes[5][2] + lanes[5][3],
-         std::min(std::min(lanes[6][0], lanes[6][1]), std::min(lanes[6][2], lanes[6][3])),
-         std::max(std::max(lanes[7][0], lanes[7][1]), std::max(lanes[7][2], lanes[7][3]))};
+  double low[4], high[4];
+  std::memcpy(low, &mn, sizeof low);
+  std::memcpy(high, &mx, sizeof high);
+  out = {sum_of(sum),
+         sum_of(norm2),
+         sum_of(zeros),
+         sum_of(nans),
+         sum_of(infs),
+         sum_of(extremes),
+         std::min(std::min(low[0], low[1]), std::min(low[2], low[3])),
+         std::max(std::max(high[0], high[1]), std::max(high[2], high[3]))};
   for (; i < n; ++i) {
     out.sum += mean[i];
     out.norm2 += norm[i] * norm[i];
@@ -656,9 +651,7 @@ double spread_sum(const double* mean, const double* std, double grand_mean, size
     m -= centre;
     acc += d * d + m * m;
   }
-  double lanes[4];
-  std::memcpy(lanes, &acc, sizeof lanes);
-  double total = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  double total = sum_of(acc);
   for (; i < n; ++i) total += std[i] * std[i] + (mean[i] - grand_mean) * (mean[i] - grand_mean);
   return total;
 }

@@ -101,22 +101,19 @@ template <typename L>
   const DoublePair p = __builtin_shufflevector(d, d, 0, 1) + __builtin_shufflevector(d, d, 2, 3);
   return p[0] + p[1];
 }
-[[gnu::always_inline]] inline float lane_min(const FloatLanes& f) {
-  const FloatQuad a = __builtin_shufflevector(f, f, 0, 1, 2, 3), b = __builtin_shufflevector(f, f, 4, 5, 6, 7);
-  FloatQuad m = b < a ? b : a;
-  FloatQuad t = __builtin_shufflevector(m, m, 2, 3, 0, 1);
-  m = t < m ? t : m;
-  t = __builtin_shufflevector(m, m, 1, 0, 3, 2);
-  m = t < m ? t : m;
-  return m[0];
+// The smaller of each pair of lanes (the larger, for Max), and the smallest (largest) lane of `f` in three halvings.
+template <bool Max>
+[[gnu::always_inline]] inline FloatQuad pick(const FloatQuad& x, const FloatQuad& y) {
+  if constexpr (Max)
+    return x > y ? x : y;
+  else
+    return x < y ? x : y;
 }
-[[gnu::always_inline]] inline float lane_max(const FloatLanes& f) {
-  const FloatQuad a = __builtin_shufflevector(f, f, 0, 1, 2, 3), b = __builtin_shufflevector(f, f, 4, 5, 6, 7);
-  FloatQuad m = b > a ? b : a;
-  FloatQuad t = __builtin_shufflevector(m, m, 2, 3, 0, 1);
-  m = t > m ? t : m;
-  t = __builtin_shufflevector(m, m, 1, 0, 3, 2);
-  m = t > m ? t : m;
+template <bool Max>
+[[gnu::always_inline]] inline float lane_extreme(const FloatLanes& f) {
+  FloatQuad m = pick<Max>(__builtin_shufflevector(f, f, 4, 5, 6, 7), __builtin_shufflevector(f, f, 0, 1, 2, 3));
+  m = pick<Max>(__builtin_shufflevector(m, m, 2, 3, 0, 1), m);
+  m = pick<Max>(__builtin_shufflevector(m, m, 1, 0, 3, 2), m);
   return m[0];
 }
 
@@ -245,8 +242,8 @@ template <int V>
     mn[0] = mn[v] < mn[0] ? mn[v] : mn[0];
     mx[0] = mx[v] > mx[0] ? mx[v] : mx[0];
   }
-  a.mn = std::min(a.mn, double(lane_min(mn[0])));
-  a.mx = std::max(a.mx, double(lane_max(mx[0])));
+  a.mn = std::min(a.mn, double(lane_extreme<false>(mn[0])));
+  a.mx = std::max(a.mx, double(lane_extreme<true>(mx[0])));
 }
 
 constexpr int kRunVectors = 2;  // chains over a contiguous run: 16 floats per step (four spill: AVX2 has 16 registers)

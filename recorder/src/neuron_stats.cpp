@@ -387,6 +387,30 @@ void finish_batch(const SumBatch& b, int width, double n, const float* x, int64_
       out.set(size_t(first + l), exact_neuron(x, outer, neurons, inner, first + l));
 }
 
+// One element per neuron (a bias, a batch of one): each statistic is the element itself or follows from it, the same
+// values the sums give for n = 1 (the norm sqrt(x^2) is |x| exactly in double). Through the column kernel, a bias
+// took a call, a row and a finish for every 16 neurons. Returns whether an element is not finite: those neurons are
+// the caller's to compute again.
+TRAINSCOPE_SIMD_CLONES
+bool single_elements(const float* x, int64_t n, NeuronRows& out) {
+  double *mean = out.row(kMean), *std = out.row(kStd), *mn = out.row(kMin), *mx = out.row(kMax), *norm = out.row(kNorm),
+         *zero = out.row(kZero), *nan = out.row(kNan), *inf = out.row(kInf);
+  int nonfinite = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = x[i];
+    nonfinite |= v - v != 0;  // NaN for NaN and +-Inf
+    mean[i] = v;
+    std[i] = 0;
+    mn[i] = v;
+    mx[i] = v;
+    norm[i] = std::fabs(v);
+    zero[i] = v == 0 ? 1.0 : 0.0;
+    nan[i] = 0;
+    inf[i] = 0;
+  }
+  return nonfinite != 0;
+}
+
 }  // namespace
 
 double host_sum_of_squares(const float* x, int64_t n) {
@@ -409,6 +433,12 @@ NeuronRows host_neuron_moments(const float* x, int64_t outer, int64_t neurons, i
     return out;
   }
   const double n = double(count);
+  if (count == 1) {
+    if (single_elements(x, neurons, out))
+      for (int64_t i = 0; i < neurons; ++i)
+        if (!std::isfinite(x[i])) out.set(size_t(i), exact_neuron(x, 1, neurons, 1, i));
+    return out;
+  }
   if (inner == 1) {
     // Neurons are columns of an [outer, neurons] matrix: kMaxLanes (then kLanes) neighbouring neurons at a time,
     // down all the rows in one call, so each lane is a whole neuron.

@@ -123,6 +123,9 @@ TEST(OnePassStatistics, LinearWeightsMatchLibTorch) {
     check(spiked({23, k}, 0.05, 0.01, 0.01, 40 + uint64_t(k)), 0, "NaN/Inf [23, " + std::to_string(k) + "]");
   }
   check(spiked({17}, 0.1, 0.1, 0.1, 5).reshape({17, 1}), 0, "bias as [N, 1]");
+  // A bias is one element per neuron: every statistic follows from the element, NaN and Inf included.
+  check(spiked({259}, 0.1, 0.05, 0.05, 6), 0, "bias [259]");
+  check(spiked({259}, 0.1, 0.0, 0.0, 7), 0, "finite bias [259]");
 }
 
 TEST(OnePassStatistics, WideLanesTailsAndBlockBoundaries) {

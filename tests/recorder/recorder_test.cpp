@@ -232,6 +232,52 @@ TEST(Recorder, HierarchyAndGraphOfBranchedRecurrentModel) {
   EXPECT_EQ(act->neuron_count, 3u);
 }
 
+// A user module with several parameters of one kind: two weight matrices with the same rows (a neuron's weights are
+// its row of both, side by side, as an LSTM's) and a bias beside a one-element scale (unequal rows: one neuron).
+struct TwoPathImpl : torch::nn::Module {
+  TwoPathImpl()
+      : weight_a(register_parameter("weight_a", torch::randn({3, 4}))),
+        weight_b(register_parameter("weight_b", torch::randn({3, 2}))),
+        bias(register_parameter("bias", torch::randn({3}))),
+        bias_scale(register_parameter("bias_scale", torch::full({1}, 0.7))) {}
+  torch::Tensor forward(const torch::Tensor& x) {
+    return torch::linear(x, weight_a, bias * bias_scale) + torch::linear(x.slice(1, 0, 2), weight_b);
+  }
+  torch::Tensor weight_a, weight_b, bias, bias_scale;
+};
+TORCH_MODULE(TwoPath);
+
+TEST(Recorder, ParametersOfOneKindAreOneMatrix) {
+  torch::manual_seed(4);
+  TempDir tmp;
+  TwoPath model;
+  RecorderOptions options;
+  options.interval = 1;
+  options.flight_recorder = false;
+  Recorder rec(model, tmp.path() / "run", options);
+  auto loss = model->forward(torch::randn({5, 4})).pow(2).sum();
+  loss.backward();
+  EXPECT_TRUE(rec.step(loss).captured);
+  rec.close();
+
+  RunReader reader(tmp.path() / "run");
+  const torch::Tensor weights = torch::cat({model->weight_a, model->weight_b}, 1).detach();  // [3, 6]
+  const torch::Tensor weight_grads = torch::cat({model->weight_a.grad(), model->weight_b.grad()}, 1);
+  const torch::Tensor biases = torch::cat({model->bias, model->bias_scale}).detach().reshape({1, -1});  // [1, 4]
+  const torch::Tensor bias_grads = torch::cat({model->bias.grad(), model->bias_scale.grad()}).reshape({1, -1});
+  for (const auto& [q, m] : std::vector<std::pair<Quantity, torch::Tensor>>{{Quantity::Weight, weights},
+                                                                            {Quantity::WeightGrad, weight_grads},
+                                                                            {Quantity::Bias, biases},
+                                                                            {Quantity::BiasGrad, bias_grads}}) {
+    const std::string what = "quantity " + std::to_string(int(q));
+    expect_close(neuron_row(reader, "", q, Statistic::Mean, 0), m.mean(1), what + " mean");
+    expect_close(neuron_row(reader, "", q, Statistic::Std, 0), m.std(1, /*unbiased=*/false), what + " std");
+    expect_close(neuron_row(reader, "", q, Statistic::Min, 0), std::get<0>(m.min(1)), what + " min");
+    expect_close(neuron_row(reader, "", q, Statistic::Max, 0), std::get<0>(m.max(1)), what + " max");
+    expect_close(neuron_row(reader, "", q, Statistic::Norm, 0), m.norm(2, 1), what + " norm");
+  }
+}
+
 TEST(Recorder, NonFiniteValuesAppearExactlyWhereInjected) {
   torch::manual_seed(3);
   TempDir tmp;

@@ -342,69 +342,85 @@ Moments exact_neuron(const float* x, int64_t outer, int64_t neurons, int64_t inn
   return m;
 }
 
+// A batch's statistics as the rows store them.
+// A batch's statistics as the rows store them, and its lanes' sums of (mean - centre) and its square in double.
 struct FinishedBatch {
-  double mean[kMaxLanes], std[kMaxLanes], norm[kMaxLanes], zero[kMaxLanes];
+  float mean[kMaxLanes], std[kMaxLanes], min[kMaxLanes], max[kMaxLanes], norm[kMaxLanes], zero[kMaxLanes];
+  double deviation = 0, squared_deviation = 0;
 };
 
 // s1 and s2 are sums of (x - shift) and its square (see Accumulator): the variance s2/n - (s1/n)^2 and the norm
 // n shift^2 + 2 shift s1 + s2, the zero fraction divided as LibTorch does (the same double); mean and variance by
-// multiplying with 1/n (within an ulp of dividing; divisions were most of this function's time). Loops without
-// branches over all kMaxLanes lanes, so that they vectorise (IEEE division and square root round the same in
-// vector and scalar form).
+// multiplying with 1/n (within an ulp of dividing; divisions were most of this function's time); then rounded to
+// float. Loops without branches over all kMaxLanes lanes, so that they vectorise (IEEE division and square root
+// round the same in vector and scalar form).
 TRAINSCOPE_SIMD_CLONES
-void finish_math(const SumBatch& b, double n, FinishedBatch& f) {
+void finish_math(const SumBatch& b, int width, double n, double centre, FinishedBatch& f) {
   const double inverse = 1.0 / n;
+  double deviation = 0, squared = 0;
   for (int l = 0; l < kMaxLanes; ++l) {
     const double mean_shifted = b.s1[l] * inverse;
     const double var = (b.s2[l] - b.s1[l] * mean_shifted) * inverse;
     const double sq = n * b.shift[l] * b.shift[l] + 2 * b.shift[l] * b.s1[l] + b.s2[l];
-    f.mean[l] = b.shift[l] + mean_shifted;
-    f.std[l] = std::sqrt(var > 0.0 ? var : 0.0);
-    f.norm[l] = std::sqrt(sq > 0.0 ? sq : 0.0);
-    f.zero[l] = b.zero[l] / n;
+    const double mean = b.shift[l] + mean_shifted;
+    const double d = l < width ? mean - centre : 0.0;
+    deviation += d;
+    squared += d * d;
+    f.mean[l] = float(mean);
+    f.std[l] = float(std::sqrt(var > 0.0 ? var : 0.0));
+    f.min[l] = float(b.mn[l]);
+    f.max[l] = float(b.mx[l]);
+    f.norm[l] = float(std::sqrt(sq > 0.0 ? sq : 0.0));
+    f.zero[l] = float(b.zero[l] / n);
   }
+  f.deviation = deviation;
+  f.squared_deviation = squared;
 }
 
 // Statistics of neurons first .. first + width - 1 from their sums over n elements; neurons whose sums are not
 // finite are computed again exactly.
 void finish_batch(const SumBatch& b, int width, double n, const float* x, int64_t outer, int64_t neurons, int64_t inner,
                   int64_t first, NeuronRows& out) {
+  if (first == 0) out.set_mean_centre(std::isfinite(b.shift[0] + b.s1[0] / n) ? b.shift[0] + b.s1[0] / n : 0.0);
   FinishedBatch f;
-  finish_math(b, n, f);
-  const auto put = [&](int statistic, const double* lanes) {
-    std::memcpy(out.row(statistic) + first, lanes, size_t(width) * sizeof(double));
+  finish_math(b, width, n, out.mean_centre(), f);
+  out.add_mean_deviations(f.deviation, f.squared_deviation);
+  const auto put = [&](int statistic, const float* lanes) {
+    std::memcpy(out.row(statistic) + first, lanes, size_t(width) * sizeof(float));
   };
   put(kMean, f.mean);
   put(kStd, f.std);
-  put(kMin, b.mn);
-  put(kMax, b.mx);
+  put(kMin, f.min);
+  put(kMax, f.max);
   put(kNorm, f.norm);
   put(kZero, f.zero);
-  std::fill_n(out.row(kNan) + first, width, 0.0);
-  std::fill_n(out.row(kInf) + first, width, 0.0);
+  std::fill_n(out.row(kNan) + first, width, 0.0f);
+  std::fill_n(out.row(kInf) + first, width, 0.0f);
   for (int l = 0; l < width; ++l)
-    if (!std::isfinite(b.s1[l]) || !std::isfinite(b.s2[l]))
+    if (!std::isfinite(b.s1[l]) || !std::isfinite(b.s2[l])) {
       out.set(size_t(first + l), exact_neuron(x, outer, neurons, inner, first + l));
+      out.drop_mean_deviations();  // a non-finite neuron: the summary's spread is taken from the rows
+    }
 }
 
 // One element per neuron (a bias, a batch of one): each statistic is the element itself or follows from it, the same
-// values the sums give for n = 1 (the norm sqrt(x^2) is |x| exactly in double). Through the column kernel, a bias
+// values the sums give for n = 1 (the norm sqrt(x^2) is |x| exactly). Through the column kernel, a bias
 // took a call, a row and a finish for every 16 neurons. Returns whether an element is not finite: those neurons are
 // the caller's to compute again.
 TRAINSCOPE_SIMD_CLONES
 bool single_elements(const float* x, int64_t n, NeuronRows& out) {
-  double *mean = out.row(kMean), *std = out.row(kStd), *mn = out.row(kMin), *mx = out.row(kMax), *norm = out.row(kNorm),
-         *zero = out.row(kZero), *nan = out.row(kNan), *inf = out.row(kInf);
+  float *mean = out.row(kMean), *std = out.row(kStd), *mn = out.row(kMin), *mx = out.row(kMax), *norm = out.row(kNorm),
+        *zero = out.row(kZero), *nan = out.row(kNan), *inf = out.row(kInf);
   int nonfinite = 0;
   for (int64_t i = 0; i < n; ++i) {
-    const double v = x[i];
+    const float v = x[i];
     nonfinite |= v - v != 0;  // NaN for NaN and +-Inf
     mean[i] = v;
     std[i] = 0;
     mn[i] = v;
     mx[i] = v;
     norm[i] = std::fabs(v);
-    zero[i] = v == 0 ? 1.0 : 0.0;
+    zero[i] = v == 0 ? 1.0f : 0.0f;
     nan[i] = 0;
     inf[i] = 0;
   }
@@ -428,7 +444,7 @@ NeuronRows host_neuron_moments(const float* x, int64_t outer, int64_t neurons, i
   if (count == 0) {
     for (int s = 0; s < kStatRows; ++s) {
       const bool undefined = s == kMean || s == kStd || s == kMin || s == kMax || s == kZero;
-      std::fill_n(out.row(s), neurons, undefined ? std::nan("") : 0.0);
+      std::fill_n(out.row(s), neurons, undefined ? std::nanf("") : 0.0f);
     }
     return out;
   }
@@ -568,7 +584,7 @@ Moments NeuronRows::at(size_t neuron) const {
 }
 
 void NeuronRows::set(size_t neuron, const Moments& m) {
-  for (int s = 0; s < kStatRows; ++s) row(s)[neuron] = m.v[size_t(s)];
+  for (int s = 0; s < kStatRows; ++s) row(s)[neuron] = float(m.v[size_t(s)]);
 }
 
 void NeuronTable::add_call(const float* stats, uint32_t n, double count_per_neuron) {
@@ -612,22 +628,28 @@ namespace {
 struct RowSums {
   double sum, norm2, zeros, nans, infs, nan_extremes, mn, mx;
 };
+// Four floats as doubles (by reference, as splat()).
+[[gnu::always_inline]] inline void load_quad(const float* p, DoubleQuad& out) {
+  FloatQuad f;
+  std::memcpy(&f, p, sizeof f);
+  out = __builtin_convertvector(f, DoubleQuad);
+}
 TRAINSCOPE_SIMD_CLONES
-void row_sums(const double* mean, const double* norm, const double* zero, const double* nan, const double* inf,
-              const double* lo, const double* hi, size_t n, RowSums& out) {
+void row_sums(const float* mean, const float* norm, const float* zero, const float* nan, const float* inf,
+              const float* lo, const float* hi, size_t n, RowSums& out) {
   const DoubleQuad one = {1, 1, 1, 1}, none = {};
   DoubleQuad sum = {}, norm2 = {}, zeros = {}, nans = {}, infs = {}, extremes = {};
   DoubleQuad mn = {kInfinity, kInfinity, kInfinity, kInfinity}, mx = -mn;
   size_t i = 0;
   for (; i + 4 <= n; i += 4) {
     DoubleQuad m, r, z, a, f, l, h;
-    std::memcpy(&m, mean + i, sizeof m);
-    std::memcpy(&r, norm + i, sizeof r);
-    std::memcpy(&z, zero + i, sizeof z);
-    std::memcpy(&a, nan + i, sizeof a);
-    std::memcpy(&f, inf + i, sizeof f);
-    std::memcpy(&l, lo + i, sizeof l);
-    std::memcpy(&h, hi + i, sizeof h);
+    load_quad(mean + i, m);
+    load_quad(norm + i, r);
+    load_quad(zero + i, z);
+    load_quad(nan + i, a);
+    load_quad(inf + i, f);
+    load_quad(lo + i, l);
+    load_quad(hi + i, h);
     sum += m;
     norm2 += r * r;
     zeros += z;
@@ -650,7 +672,7 @@ void row_sums(const double* mean, const double* norm, const double* zero, const 
          std::max(std::max(high[0], high[1]), std::max(high[2], high[3]))};
   for (; i < n; ++i) {
     out.sum += mean[i];
-    out.norm2 += norm[i] * norm[i];
+    out.norm2 += double(norm[i]) * double(norm[i]);
     out.zeros += zero[i];
     out.nans += nan[i];
     out.infs += inf[i];
@@ -660,33 +682,46 @@ void row_sums(const double* mean, const double* norm, const double* zero, const 
   }
 }
 
-TRAINSCOPE_SIMD_CLONES
-void to_float(const double* in, size_t n, float* out) {
-  for (size_t i = 0; i < n; ++i) out[i] = float(in[i]);
-}
-
 // Sum over the neurons of std^2 + (mean - grand_mean)^2: n times the layer's variance.
 TRAINSCOPE_SIMD_CLONES
-double spread_sum(const double* mean, const double* std, double grand_mean, size_t n) {
+double spread_sum(const float* mean, const float* std, double grand_mean, size_t n) {
   const DoubleQuad centre = {grand_mean, grand_mean, grand_mean, grand_mean};
   DoubleQuad acc = {};
   size_t i = 0;
   for (; i + 4 <= n; i += 4) {
     DoubleQuad m, d;
-    std::memcpy(&m, mean + i, sizeof m);
-    std::memcpy(&d, std + i, sizeof d);
+    load_quad(mean + i, m);
+    load_quad(std + i, d);
     m -= centre;
     acc += d * d + m * m;
   }
   double total = sum_of(acc);
-  for (; i < n; ++i) total += std[i] * std[i] + (mean[i] - grand_mean) * (mean[i] - grand_mean);
+  for (; i < n; ++i) {
+    const double d = std[i], m = mean[i] - grand_mean;
+    total += d * d + m * m;
+  }
+  return total;
+}
+
+// Sum of squares of a row, in double.
+TRAINSCOPE_SIMD_CLONES
+double squares_sum(const float* v, size_t n) {
+  DoubleQuad acc = {};
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    DoubleQuad d;
+    load_quad(v + i, d);
+    acc += d * d;
+  }
+  double total = sum_of(acc);
+  for (; i < n; ++i) total += double(v[i]) * double(v[i]);
   return total;
 }
 }  // namespace
 
 void NeuronTable::write(format::StatisticMask mask, format::TensorSummary& s, std::vector<float>* values) const {
-  // Row by row: each selected statistic's row converted to float, then one pass for the sums and one for the spread
-  // of the neurons' variances and means around the mean. All neurons have the same element count, so the layer's
+  // Row by row: each selected statistic's row copied, then one pass for the sums and one for the spread of the
+  // neurons' variances and means around the mean. All neurons have the same element count, so the layer's
   // mean, variance and zero fraction are plain means over the neurons. Infinite means give Inf (or NaN), a NaN or
   // Inf element a NaN standard deviation.
   const size_t n = rows.size();
@@ -697,19 +732,28 @@ void NeuronTable::write(format::StatisticMask mask, format::TensorSummary& s, st
     float* out = values->data();
     for (int st = 0; st < kStatRows; ++st)
       if (mask & format::statistic_bit(format::Statistic(st))) {
-        to_float(rows.row(st), n, out);
+        std::copy_n(rows.row(st), n, out);
         out += n;
       }
   }
   s = format::TensorSummary{};
   s.numel = rows.count() * double(n);
   if (n == 0 || rows.count() == 0) return;
-  const double *mean = rows.row(kMean), *std = rows.row(kStd), *lo = rows.row(kMin), *hi = rows.row(kMax),
-               *norm = rows.row(kNorm), *zero = rows.row(kZero), *nan = rows.row(kNan), *inf = rows.row(kInf);
+  const float *mean = rows.row(kMean), *std = rows.row(kStd), *lo = rows.row(kMin), *hi = rows.row(kMax),
+              *norm = rows.row(kNorm), *zero = rows.row(kZero), *nan = rows.row(kNan), *inf = rows.row(kInf);
   RowSums sums;
   row_sums(mean, norm, zero, nan, inf, lo, hi, n, sums);
   const double grand_mean = sums.sum / double(n);
-  const double spread = spread_sum(mean, std, grand_mean, n);
+  double spread;
+  if (rows.has_mean_deviations()) {
+    // The neurons' means in double, as the kernel had them: float means lose a spread that is small beside the
+    // mean (values near 1000 spread by 1e-3 gave a layer std 1.6e-4 off). The sum over (mean - grand mean)^2 from
+    // sums around a centre near the means.
+    const double d1 = rows.mean_deviation(), d2 = rows.squared_mean_deviation();
+    spread = squares_sum(std, n) + std::max(0.0, d2 - d1 * d1 / double(n));
+  } else {
+    spread = spread_sum(mean, std, grand_mean, n);
+  }
   s.mean = grand_mean;
   s.std = std::isnan(spread) ? spread : std::sqrt(spread / double(n));
   s.min = sums.nan_extremes > 0 ? std::nan("") : sums.mn;
@@ -720,8 +764,19 @@ void NeuronTable::write(format::StatisticMask mask, format::TensorSummary& s, st
   s.inf_count = sums.infs;
 }
 
+void NeuronTable::take(format::StatisticMask mask, format::TensorSummary& summary, std::vector<float>& values) {
+  if ((mask & format::kAllStatistics) != format::kAllStatistics) {
+    write(mask, summary, &values);
+    return;
+  }
+  write(mask, summary, nullptr);
+  values = std::move(rows).take_values();
+  rows = NeuronRows();
+  neurons = 0;
+}
+
 bool NeuronTable::finite() const {
-  const double *nan = rows.row(kNan), *inf = rows.row(kInf);
+  const float *nan = rows.row(kNan), *inf = rows.row(kInf);
   for (size_t i = 0; i < rows.size(); ++i)
     if (nan[i] != 0 || inf[i] != 0) return false;
   return true;

@@ -26,49 +26,51 @@ struct Moments {
   std::array<double, kStatRows> v;
 };
 
-// Leaves new elements uninitialised (resize() does not zero them): the statistics of a step (~1 MB) are written by
-// the kernel right after, so zeroing them first only costs memory traffic.
-template <typename T>
-struct UninitializedAllocator : std::allocator<T> {
-  template <typename U>
-  struct rebind {
-    using other = UninitializedAllocator<U>;
-  };
-  UninitializedAllocator() = default;
-  template <typename U>
-  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
-  template <typename U>
-  void construct(U* p) noexcept {
-    ::new (static_cast<void*>(p)) U;  // default-initialisation: nothing for a trivial type
-  }
-  template <typename U, typename... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
-};
-
-// Statistics of a set of neurons as rows: one row of size() values per statistic, in format::Statistic order, the
-// layout of LayerQuantityRecord::neuron_values. Rows rather than one struct per neuron: the kernel finishes
-// neighbouring neurons into each row with vector instructions, and a record converts whole rows to float (per
-// neuron, with eight scattered stores each, writing a record took 4 ns a neuron in cache and 10-13 ns in the
-// training loop). All neurons of a call, and so of any merge of calls, have the same element count.
+// Statistics of a set of neurons as rows: one row of size() floats per statistic, in format::Statistic order, the
+// layout and precision of LayerQuantityRecord::neuron_values, so that a record takes the rows over without a copy.
+// Rows rather than one struct per neuron: the kernel finishes neighbouring neurons into each row with vector
+// instructions. Float, not double: converting a step's rows into the records afterwards read ~1 MB of doubles gone
+// cold since the kernel wrote them (~13% of a captured step() on the VAE). Merges and summaries are computed in
+// double from the floats. All neurons of a call, and so of any merge of calls, have the same element count.
 class NeuronRows {
  public:
   NeuronRows() = default;
-  // Values are left uninitialised: the producer writes every row.
   NeuronRows(size_t neurons, double count) : neurons_(neurons), count_(count), values_(size_t(kStatRows) * neurons) {}
   size_t size() const { return neurons_; }
   bool empty() const { return neurons_ == 0; }
   double count() const { return count_; }  // elements per neuron
-  double* row(int statistic) { return values_.data() + size_t(statistic) * neurons_; }
-  const double* row(int statistic) const { return values_.data() + size_t(statistic) * neurons_; }
-  Moments at(size_t neuron) const;  // one neuron's statistics
-  void set(size_t neuron, const Moments& m);
+  float* row(int statistic) { return values_.data() + size_t(statistic) * neurons_; }
+  const float* row(int statistic) const { return values_.data() + size_t(statistic) * neurons_; }
+  Moments at(size_t neuron) const;            // one neuron's statistics
+  void set(size_t neuron, const Moments& m);  // rounded to float
+  // All rows, giving them up: the neuron_values of a record of every statistic.
+  std::vector<float> take_values() && { return std::move(values_); }
+
+  // The sums of (mean - centre) and its square over the neurons, in double, kept by the kernel beside the float
+  // rows for the layer summary's spread of means; unknown for merged or device rows, and once a neuron was not
+  // finite (the summary then takes the spread from the float rows).
+  void set_mean_centre(double centre) {
+    if (deviations_ != Deviations::Unknown) return;
+    deviations_ = Deviations::Kept;
+    centre_ = centre;
+  }
+  double mean_centre() const { return centre_; }
+  void add_mean_deviations(double sum, double squares) {
+    deviation_ += sum;
+    squared_deviation_ += squares;
+  }
+  void drop_mean_deviations() { deviations_ = Deviations::Dropped; }
+  bool has_mean_deviations() const { return deviations_ == Deviations::Kept; }
+  double mean_deviation() const { return deviation_; }
+  double squared_mean_deviation() const { return squared_deviation_; }
 
  private:
   size_t neurons_ = 0;
   double count_ = 0;
-  std::vector<double, UninitializedAllocator<double>> values_;
+  std::vector<float> values_;
+  enum class Deviations { Unknown, Kept, Dropped };
+  Deviations deviations_ = Deviations::Unknown;
+  double centre_ = 0, deviation_ = 0, squared_deviation_ = 0;
 };
 
 // One pass over contiguous float data laid out [outer, neurons, inner]: neuron i's elements are x[o][i][k] for all
@@ -108,6 +110,8 @@ struct NeuronTable {
   std::vector<float> values(format::StatisticMask mask) const;
   // Both at once: `summary`, and into `values` (when given) the rows of the statistics in `mask`.
   void write(format::StatisticMask mask, format::TensorSummary& summary, std::vector<float>* values) const;
+  // The same, the rows moved into `values` when `mask` selects them all; the table is empty afterwards.
+  void take(format::StatisticMask mask, format::TensorSummary& summary, std::vector<float>& values);
   bool finite() const;
 };
 

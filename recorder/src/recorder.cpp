@@ -586,7 +586,7 @@ struct Recorder::Impl {
       r.quantity = p.quantity;
       r.neuron_stats = options.statistics;
       r.neuron_count = table.neurons;
-      table.write(options.statistics, r.summary, &r.neuron_values);
+      table.take(options.statistics, r.summary, r.neuron_values);
     }
     std::vector<double> squares(modules.size(), 0);
     for (const format::LayerQuantityRecord& r : records) {

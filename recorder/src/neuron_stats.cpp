@@ -342,7 +342,6 @@ Moments exact_neuron(const float* x, int64_t outer, int64_t neurons, int64_t inn
   return m;
 }
 
-// A batch's statistics as the rows store them.
 // A batch's statistics as the rows store them, and its lanes' sums of (mean - centre) and its square in double.
 struct FinishedBatch {
   float mean[kMaxLanes], std[kMaxLanes], min[kMaxLanes], max[kMaxLanes], norm[kMaxLanes], zero[kMaxLanes];

@@ -380,10 +380,17 @@ void finish_math(const SumBatch& b, int width, double n, double centre, Finished
 // finite are computed again exactly.
 void finish_batch(const SumBatch& b, int width, double n, const float* x, int64_t outer, int64_t neurons, int64_t inner,
                   int64_t first, NeuronRows& out) {
-  if (first == 0) out.set_mean_centre(std::isfinite(b.shift[0] + b.s1[0] / n) ? b.shift[0] + b.s1[0] / n : 0.0);
+  std::optional<NeuronRows::MeanSpread>& spread = out.mean_spread();
+  if (first == 0) {
+    const double mean = b.shift[0] + b.s1[0] / n;
+    spread = NeuronRows::MeanSpread{std::isfinite(mean) ? mean : 0.0};
+  }
   FinishedBatch f;
-  finish_math(b, width, n, out.mean_centre(), f);
-  out.add_mean_deviations(f.deviation, f.squared_deviation);
+  finish_math(b, width, n, spread ? spread->centre : 0.0, f);
+  if (spread) {
+    spread->sum += f.deviation;
+    spread->squares += f.squared_deviation;
+  }
   const auto put = [&](int statistic, const float* lanes) {
     std::memcpy(out.row(statistic) + first, lanes, size_t(width) * sizeof(float));
   };
@@ -398,7 +405,7 @@ void finish_batch(const SumBatch& b, int width, double n, const float* x, int64_
   for (int l = 0; l < width; ++l)
     if (!std::isfinite(b.s1[l]) || !std::isfinite(b.s2[l])) {
       out.set(size_t(first + l), exact_neuron(x, outer, neurons, inner, first + l));
-      out.drop_mean_deviations();  // a non-finite neuron: the summary's spread is taken from the rows
+      spread.reset();  // a non-finite neuron: the summary's spread is taken from the rows
     }
 }
 
@@ -522,12 +529,9 @@ NeuronRows host_neuron_moments(const float* x, int64_t outer, int64_t neurons, i
   return out;
 }
 
-namespace {
-// What the host kernel reads: CPU float32 in plain strided memory, not empty (numel() > 0 means no neuron count of 0).
 bool host_readable(const torch::Tensor& x) {
   return x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.layout() == torch::kStrided && x.numel() > 0;
 }
-}  // namespace
 
 CallStats compute_neuron_stats(const torch::Tensor& x, int64_t neuron_dim) {
   CallStats out;
@@ -592,33 +596,15 @@ void NeuronTable::add_call(const float* stats, uint32_t n, double count_per_neur
   add_call(std::move(call));
 }
 
-void NeuronTable::add_call(const NeuronRows& call) {
-  add_call(NeuronRows(call));
-}
-
 void NeuronTable::add_call(NeuronRows&& call) {
   // A layer called with a different output width (rare: a shared module on other shapes) restarts the table.
-  if (rows.empty() || rows.size() != call.size()) {
-    neurons = uint32_t(call.size());
-    rows = std::move(call);  // the usual single call: no merge, no copy
+  if (rows_.empty() || rows_.size() != call.size()) {
+    rows_ = std::move(call);  // the usual single call: no merge, no copy
     return;
   }
-  NeuronRows merged(rows.size(), rows.count() + call.count());
-  for (size_t i = 0; i < rows.size(); ++i) merged.set(i, merge(rows.at(i), call.at(i)));
-  rows = std::move(merged);
-}
-
-format::TensorSummary NeuronTable::summary() const {
-  format::TensorSummary s;
-  write(0, s, nullptr);
-  return s;
-}
-
-std::vector<float> NeuronTable::values(format::StatisticMask mask) const {
-  format::TensorSummary s;
-  std::vector<float> out;
-  write(mask, s, &out);
-  return out;
+  NeuronRows merged(rows_.size(), rows_.count() + call.count());
+  for (size_t i = 0; i < rows_.size(); ++i) merged.set(i, merge(rows_.at(i), call.at(i)));
+  rows_ = std::move(merged);
 }
 
 namespace {
@@ -716,40 +702,26 @@ double squares_sum(const float* v, size_t n) {
   for (; i < n; ++i) total += double(v[i]) * double(v[i]);
   return total;
 }
-}  // namespace
 
-void NeuronTable::write(format::StatisticMask mask, format::TensorSummary& s, std::vector<float>* values) const {
-  // Row by row: each selected statistic's row copied, then one pass for the sums and one for the spread of the
-  // neurons' variances and means around the mean. All neurons have the same element count, so the layer's
-  // mean, variance and zero fraction are plain means over the neurons. Infinite means give Inf (or NaN), a NaN or
-  // Inf element a NaN standard deviation.
+// A layer's summary from its neurons' rows: one pass for the sums and one for the spread of the neurons' variances and
+// means around the mean. All neurons have the same element count, so the layer's mean, variance and zero fraction are
+// plain means over the neurons. Infinite means give Inf (or NaN), a NaN or Inf element a NaN standard deviation.
+format::TensorSummary layer_summary(const NeuronRows& rows) {
+  format::TensorSummary s;
   const size_t n = rows.size();
-  if (values) {
-    int selected = 0;
-    for (int st = 0; st < kStatRows; ++st) selected += (mask & format::statistic_bit(format::Statistic(st))) ? 1 : 0;
-    values->resize(size_t(selected) * n);
-    float* out = values->data();
-    for (int st = 0; st < kStatRows; ++st)
-      if (mask & format::statistic_bit(format::Statistic(st))) {
-        std::copy_n(rows.row(st), n, out);
-        out += n;
-      }
-  }
-  s = format::TensorSummary{};
   s.numel = rows.count() * double(n);
-  if (n == 0 || rows.count() == 0) return;
+  if (n == 0 || rows.count() == 0) return s;
   const float *mean = rows.row(kMean), *std = rows.row(kStd), *lo = rows.row(kMin), *hi = rows.row(kMax),
               *norm = rows.row(kNorm), *zero = rows.row(kZero), *nan = rows.row(kNan), *inf = rows.row(kInf);
   RowSums sums;
   row_sums(mean, norm, zero, nan, inf, lo, hi, n, sums);
   const double grand_mean = sums.sum / double(n);
   double spread;
-  if (rows.has_mean_deviations()) {
+  if (const auto& kept = rows.mean_spread()) {
     // The neurons' means in double, as the kernel had them: float means lose a spread that is small beside the
     // mean (values near 1000 spread by 1e-3 gave a layer std 1.6e-4 off). The sum over (mean - grand mean)^2 from
     // sums around a centre near the means.
-    const double d1 = rows.mean_deviation(), d2 = rows.squared_mean_deviation();
-    spread = squares_sum(std, n) + std::max(0.0, d2 - d1 * d1 / double(n));
+    spread = squares_sum(std, n) + std::max(0.0, kept->squares - kept->sum * kept->sum / double(n));
   } else {
     spread = spread_sum(mean, std, grand_mean, n);
   }
@@ -761,24 +733,26 @@ void NeuronTable::write(format::StatisticMask mask, format::TensorSummary& s, st
   s.zero_fraction = sums.zeros / double(n);
   s.nan_count = sums.nans;
   s.inf_count = sums.infs;
+  return s;
+}
+}  // namespace
+
+format::TensorSummary NeuronTable::summary() const {
+  return layer_summary(rows_);
 }
 
 void NeuronTable::take(format::StatisticMask mask, format::TensorSummary& summary, std::vector<float>& values) {
-  if ((mask & format::kAllStatistics) != format::kAllStatistics) {
-    write(mask, summary, &values);
-    return;
+  summary = layer_summary(rows_);
+  if ((mask & format::kAllStatistics) == format::kAllStatistics) {
+    values = std::move(rows_).take_values();
+  } else {
+    const size_t n = rows_.size();
+    values.clear();
+    for (int st = 0; st < kStatRows; ++st)
+      if (mask & format::statistic_bit(format::Statistic(st)))
+        values.insert(values.end(), rows_.row(st), rows_.row(st) + n);
   }
-  write(mask, summary, nullptr);
-  values = std::move(rows).take_values();
-  rows = NeuronRows();
-  neurons = 0;
-}
-
-bool NeuronTable::finite() const {
-  const float *nan = rows.row(kNan), *inf = rows.row(kInf);
-  for (size_t i = 0; i < rows.size(); ++i)
-    if (nan[i] != 0 || inf[i] != 0) return false;
-  return true;
+  rows_ = NeuronRows();
 }
 
 }  // namespace trainscope::detail

@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -46,31 +47,20 @@ class NeuronRows {
   // All rows, giving them up: the neuron_values of a record of every statistic.
   std::vector<float> take_values() && { return std::move(values_); }
 
-  // The sums of (mean - centre) and its square over the neurons, in double, kept by the kernel beside the float
-  // rows for the layer summary's spread of means; unknown for merged or device rows, and once a neuron was not
-  // finite (the summary then takes the spread from the float rows).
-  void set_mean_centre(double centre) {
-    if (deviations_ != Deviations::Unknown) return;
-    deviations_ = Deviations::Kept;
-    centre_ = centre;
-  }
-  double mean_centre() const { return centre_; }
-  void add_mean_deviations(double sum, double squares) {
-    deviation_ += sum;
-    squared_deviation_ += squares;
-  }
-  void drop_mean_deviations() { deviations_ = Deviations::Dropped; }
-  bool has_mean_deviations() const { return deviations_ == Deviations::Kept; }
-  double mean_deviation() const { return deviation_; }
-  double squared_mean_deviation() const { return squared_deviation_; }
+  // The sums over the neurons of (mean - centre) and its square, in double, kept by the kernel beside the float rows
+  // for the layer summary's spread of means. None for merged or device rows, nor once a neuron was not finite (the
+  // summary then takes the spread from the float rows).
+  struct MeanSpread {
+    double centre = 0, sum = 0, squares = 0;
+  };
+  std::optional<MeanSpread>& mean_spread() { return mean_spread_; }
+  const std::optional<MeanSpread>& mean_spread() const { return mean_spread_; }
 
  private:
   size_t neurons_ = 0;
   double count_ = 0;
   std::vector<float> values_;
-  enum class Deviations { Unknown, Kept, Dropped };
-  Deviations deviations_ = Deviations::Unknown;
-  double centre_ = 0, deviation_ = 0, squared_deviation_ = 0;
+  std::optional<MeanSpread> mean_spread_;
 };
 
 // One pass over contiguous float data laid out [outer, neurons, inner]: neuron i's elements are x[o][i][k] for all
@@ -90,6 +80,10 @@ struct CallStats {
   bool defined() const { return !host.empty() || device.defined(); }
 };
 
+// Whether the host kernels read `x` (through contiguous(), or as it is when contiguous): CPU float32 in plain strided
+// memory, not empty (so no neuron count of 0).
+bool host_readable(const torch::Tensor& x);
+
 // Statistics of `x` per index along `neuron_dim`: host_neuron_moments() for CPU float32 tensors, device reductions
 // (neuron_statistics()) for all others.
 CallStats compute_neuron_stats(const torch::Tensor& x, int64_t neuron_dim);
@@ -97,22 +91,20 @@ CallStats compute_neuron_stats(const torch::Tensor& x, int64_t neuron_dim);
 // Merges two disjoint sets of elements (Chan's parallel variance, so no cancellation).
 Moments merge(const Moments& a, const Moments& b);
 
-// Host copy of one neuron_statistics() result, or the merge of several calls of the same layer.
-struct NeuronTable {
-  uint32_t neurons = 0;
-  NeuronRows rows;
-
+// The statistics of one layer quantity in a step: one call's (from the host kernel, or one neuron_statistics()
+// result fetched to the host), or the merge of several calls of the same layer.
+class NeuronTable {
+ public:
   void add_call(const float* stats, uint32_t neurons, double count_per_neuron);  // stats: [kStatRows][neurons]
-  void add_call(const NeuronRows& call);                                         // host statistics of one call
-  void add_call(NeuronRows&& call);                                              // the same, taken over if first
+  void add_call(NeuronRows&& call);                                              // taken over when it is the first
+  uint32_t neurons() const { return uint32_t(rows_.size()); }
   format::TensorSummary summary() const;
-  // Rows of the statistics in `mask`, in Statistic order: the layout of LayerQuantityRecord::neuron_values.
-  std::vector<float> values(format::StatisticMask mask) const;
-  // Both at once: `summary`, and into `values` (when given) the rows of the statistics in `mask`.
-  void write(format::StatisticMask mask, format::TensorSummary& summary, std::vector<float>* values) const;
-  // The same, the rows moved into `values` when `mask` selects them all; the table is empty afterwards.
+  // The summary, and into `values` the rows of the statistics in `mask` in Statistic order (the layout of
+  // LayerQuantityRecord::neuron_values): moved there when `mask` selects them all. The table is empty afterwards.
   void take(format::StatisticMask mask, format::TensorSummary& summary, std::vector<float>& values);
-  bool finite() const;
+
+ private:
+  NeuronRows rows_;
 };
 
 }  // namespace trainscope::detail

@@ -169,56 +169,44 @@ int env_int(const char* name, int fallback) {
   return end && *end == 0 ? int(x) : fallback;
 }
 
-// A module's direct parameters of one kind ("weight*" or "bias*") as one [rows, columns] matrix: a neuron's
-// incoming weights are a row (the output channel of a conv; gate units of an LSTM, all its weight matrices side
-// by side). Parameters of unequal row counts are treated as one neuron.
-torch::Tensor parameter_matrix(const std::vector<torch::Tensor>& params) {
-  std::vector<torch::Tensor> rows;
-  bool same_rows = true;
-  for (const auto& p : params) {
-    torch::Tensor m = p.dim() == 0 ? p.reshape({1, 1}) : p.reshape({p.size(0), -1});
-    if (!rows.empty() && m.size(0) != rows.front().size(0)) same_rows = false;
-    rows.push_back(m);
-  }
-  if (rows.size() == 1) return rows.front();
-  if (!same_rows)
-    for (auto& r : rows) r = r.reshape({1, -1});
-  return torch::cat(rows, 1);
+// A module's direct parameters of one kind ("weight*" or "bias*") as one matrix: a neuron's incoming weights are a
+// row (the output channel of a conv; gate units of an LSTM, all its weight matrices side by side). This is the row
+// count, each parameter giving numel() / rows columns; parameters of unequal row counts are treated as one neuron.
+int64_t parameter_rows(const std::vector<torch::Tensor>& params) {
+  const auto rows = [](const torch::Tensor& p) { return p.dim() == 0 ? int64_t(1) : p.size(0); };
+  for (const auto& p : params)
+    if (rows(p) != rows(params.front())) return 1;
+  return rows(params.front());
 }
 
-// Per-neuron statistics of parameter_matrix(params) for CPU float32 parameters, the matrix put together by copying
-// into `scratch` rather than with reshape and cat: those ops took ~8% of a captured step() on the VAE, for one small
-// module (enc.logvar: a weight and a temperature, so both go in one neuron). Other parameters (another device or
-// type) are put together by parameter_matrix().
+torch::Tensor parameter_matrix(const std::vector<torch::Tensor>& params) {
+  const int64_t rows = parameter_rows(params);
+  std::vector<torch::Tensor> parts;
+  for (const auto& p : params) parts.push_back(p.reshape({rows, rows > 0 ? p.numel() / rows : 0}));
+  return parts.size() == 1 ? parts.front() : torch::cat(parts, 1);
+}
+
+// Per-neuron statistics of parameter_matrix(params). For CPU float32 parameters the matrix is put together by
+// copying into `scratch` rather than with reshape and cat: those ops took ~8% of a captured step() on the VAE, for
+// one small module (enc.logvar: a weight and a temperature, so both go in one neuron).
 detail::CallStats parameter_stats(const std::vector<torch::Tensor>& params, std::vector<float>& scratch) {
   if (params.size() == 1) return detail::compute_neuron_stats(params.front(), 0);
-  const bool host = std::all_of(params.begin(), params.end(), [](const torch::Tensor& p) {
-    return p.device().is_cpu() && p.scalar_type() == torch::kFloat && p.layout() == torch::kStrided &&
-           p.is_contiguous() && p.numel() > 0;
-  });
+  const bool host = std::all_of(params.begin(), params.end(),
+                                [](const torch::Tensor& p) { return detail::host_readable(p) && p.is_contiguous(); });
   if (!host) return detail::compute_neuron_stats(parameter_matrix(params), 0);
-  std::vector<int64_t> columns;  // of each parameter, as parameter_matrix() shapes it
-  const int64_t rows = params.front().dim() == 0 ? 1 : params.front().size(0);
-  bool same_rows = true;
-  int64_t total = 0;
-  for (const auto& p : params) {
-    const int64_t r = p.dim() == 0 ? 1 : p.size(0);
-    same_rows = same_rows && r == rows;
-    columns.push_back(p.numel() / r);
-    total += p.numel();
-  }
-  scratch.resize(size_t(total));
+  const int64_t rows = parameter_rows(params);  // > 0: host_readable() parameters are not empty
+  int64_t width = 0;
+  for (const auto& p : params) width += p.numel() / rows;
+  scratch.resize(size_t(rows * width));
   float* out = scratch.data();
-  const int64_t neurons = same_rows ? rows : 1;  // unequal row counts: all of it one neuron, as parameter_matrix()
-  const int64_t width = total / neurons;
-  for (int64_t i = 0; i < neurons; ++i)
-    for (size_t k = 0, offset = 0; k < params.size(); ++k) {
-      const int64_t n = same_rows ? columns[k] : params[k].numel();
-      std::copy_n(params[k].data_ptr<float>() + i * n, n, out + i * width + int64_t(offset));
-      offset += size_t(n);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t k = 0, offset = 0; k < int64_t(params.size()); ++k) {
+      const int64_t n = params[size_t(k)].numel() / rows;
+      std::copy_n(params[size_t(k)].data_ptr<float>() + i * n, n, out + i * width + offset);
+      offset += n;
     }
   detail::CallStats stats;
-  stats.host = detail::host_neuron_moments(out, 1, neurons, width);
+  stats.host = detail::host_neuron_moments(out, 1, rows, width);
   stats.count = double(width);
   return stats;
 }
@@ -430,7 +418,7 @@ struct Recorder::Impl {
       for (const auto& p : modules[id]->parameters(false)) {
         const torch::Tensor& g = p.grad();
         if (!g.defined()) continue;
-        if (g.device().is_cpu() && g.scalar_type() == torch::kFloat && g.is_contiguous() && !g.is_sparse()) {
+        if (detail::host_readable(g) && g.is_contiguous()) {
           const double squares = detail::host_sum_of_squares(g.data_ptr<float>(), g.numel());
           sum += squares;
           if (!std::isfinite(squares)) grad_bad[id] = true;
@@ -585,7 +573,7 @@ struct Recorder::Impl {
       r.layer_id = p.layer;
       r.quantity = p.quantity;
       r.neuron_stats = options.statistics;
-      r.neuron_count = table.neurons;
+      r.neuron_count = table.neurons();
       table.take(options.statistics, r.summary, r.neuron_values);
     }
     std::vector<double> squares(modules.size(), 0);

@@ -63,7 +63,7 @@ Reference reference(const torch::Tensor& x, int64_t dim) {
 
 void check(const torch::Tensor& x, int64_t dim, const std::string& name) {
   SCOPED_TRACE(name);
-  const CallStats stats = compute_neuron_stats(x, dim);
+  CallStats stats = compute_neuron_stats(x, dim);
   ASSERT_EQ(stats.host.size(), size_t(x.size(dim))) << "CPU float32 takes the host path";
   EXPECT_FALSE(stats.device.defined());
   EXPECT_EQ(stats.count, double(x.numel() / x.size(dim)));
@@ -91,7 +91,7 @@ void check(const torch::Tensor& x, int64_t dim, const std::string& name) {
   }
   // The layer summary (the merge of all neurons) against whole-tensor reductions.
   NeuronTable table;
-  table.add_call(stats.host);
+  table.add_call(std::move(stats.host));
   const format::TensorSummary s = table.summary();
   const torch::Tensor all = x.to(torch::kDouble).reshape({-1});
   EXPECT_EQ(s.numel, double(x.numel()));
@@ -156,7 +156,8 @@ TEST(OnePassStatistics, MergedCallsAndSelectedRowsMatchLibTorch) {
                                      format::statistic_bit(Statistic::ZeroFraction);
   format::TensorSummary summary;
   std::vector<float> rows;
-  table.write(mask, summary, &rows);
+  table.take(mask, summary, rows);
+  EXPECT_EQ(table.neurons(), 0u) << "taken";
   const torch::Tensor both = torch::cat({a, b}, 0);
   const Reference r = reference(both, 1);
   ASSERT_EQ(rows.size(), 3u * 21u);
@@ -165,11 +166,25 @@ TEST(OnePassStatistics, MergedCallsAndSelectedRowsMatchLibTorch) {
     EXPECT_EQ(rows[size_t(21 + i)], r.max[i].item<float>()) << "max " << i;
     EXPECT_NEAR(rows[size_t(42 + i)], r.zero[i].item<double>(), 1e-7) << "zero fraction " << i;
   }
-  EXPECT_EQ(rows, table.values(mask));
   EXPECT_EQ(summary.numel, double(both.numel()));
   EXPECT_NEAR(summary.mean, both.to(torch::kDouble).mean().item<double>(), 1e-6);
   EXPECT_NEAR(summary.std, both.to(torch::kDouble).std(false).item<double>(), 1e-5);
   EXPECT_EQ(summary.max, both.max().item<double>());
+  // All statistics: the rows handed over whole, the same values and summary as the selection's.
+  NeuronTable whole;
+  whole.add_call(std::move(compute_neuron_stats(a, 1).host));
+  whole.add_call(std::move(compute_neuron_stats(b, 1).host));
+  format::TensorSummary whole_summary;
+  std::vector<float> all;
+  whole.take(format::kAllStatistics, whole_summary, all);
+  ASSERT_EQ(all.size(), size_t(format::kStatisticCount) * 21u);
+  for (size_t i = 0; i < 21; ++i) {
+    EXPECT_EQ(all[size_t(Statistic::Mean) * 21 + i], rows[i]) << "mean " << i;
+    EXPECT_EQ(all[size_t(Statistic::Max) * 21 + i], rows[21 + i]) << "max " << i;
+    EXPECT_EQ(all[size_t(Statistic::ZeroFraction) * 21 + i], rows[42 + i]) << "zero fraction " << i;
+  }
+  EXPECT_EQ(whole_summary.mean, summary.mean);
+  EXPECT_EQ(whole_summary.std, summary.std);
 }
 
 TEST(OnePassStatistics, Conv2dActivationsMatchLibTorch) {

@@ -1,5 +1,6 @@
 #include "neuron_stats.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 #include <torch/torch.h>
 #include <trainscope/format/simd_clones.h>
@@ -377,11 +378,11 @@ void finish_math(const SumBatch& b, int width, double n, double centre, Finished
 }
 
 // Statistics of neurons first .. first + width - 1 from their sums over n elements; neurons whose sums are not
-// finite are computed again exactly.
+// finite are computed again exactly. `spread` gathers the neurons' spread of means, around the mean of the part's
+// first neuron (`first_of_part`); reset for good once a neuron is not finite.
 void finish_batch(const SumBatch& b, int width, double n, const float* x, int64_t outer, int64_t neurons, int64_t inner,
-                  int64_t first, NeuronRows& out) {
-  std::optional<NeuronRows::MeanSpread>& spread = out.mean_spread();
-  if (first == 0) {
+                  int64_t first, bool first_of_part, NeuronRows& out, std::optional<NeuronRows::MeanSpread>& spread) {
+  if (first_of_part) {
     const double mean = b.shift[0] + b.s1[0] / n;
     spread = NeuronRows::MeanSpread{std::isfinite(mean) ? mean : 0.0};
   }
@@ -409,16 +410,16 @@ void finish_batch(const SumBatch& b, int width, double n, const float* x, int64_
     }
 }
 
-// One element per neuron (a bias, a batch of one): each statistic is the element itself or follows from it, the same
-// values the sums give for n = 1 (the norm sqrt(x^2) is |x| exactly). Through the column kernel, a bias
-// took a call, a row and a finish for every 16 neurons. Returns whether an element is not finite: those neurons are
-// the caller's to compute again.
+// One element per neuron (a bias, a batch of one), neurons first .. last - 1: each statistic is the element itself or
+// follows from it, the same values the sums give for n = 1 (the norm sqrt(x^2) is |x| exactly). Through the column
+// kernel, a bias took a call, a row and a finish for every 16 neurons. Returns whether an element is not finite:
+// those neurons are the caller's to compute again.
 TRAINSCOPE_SIMD_CLONES
-bool single_elements(const float* x, int64_t n, NeuronRows& out) {
+bool single_elements(const float* x, int64_t first, int64_t last, NeuronRows& out) {
   float *mean = out.row(kMean), *std = out.row(kStd), *mn = out.row(kMin), *mx = out.row(kMax), *norm = out.row(kNorm),
         *zero = out.row(kZero), *nan = out.row(kNan), *inf = out.row(kInf);
   int nonfinite = 0;
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = first; i < last; ++i) {
     const float v = x[i];
     nonfinite |= v - v != 0;  // NaN for NaN and +-Inf
     mean[i] = v;
@@ -431,6 +432,27 @@ bool single_elements(const float* x, int64_t n, NeuronRows& out) {
     inf[i] = 0;
   }
   return nonfinite != 0;
+}
+
+// Neurons first .. last - 1 of a [neurons, inner] matrix, one contiguous run per neuron (a parameter's rows), into
+// their columns of `out`, kMaxLanes rows finished at a time. Returns their spread of means (see
+// NeuronRows::mean_spread), none for single elements.
+std::optional<NeuronRows::MeanSpread> row_moments(const float* x, int64_t first, int64_t last, int64_t neurons,
+                                                  int64_t inner, NeuronRows& out) {
+  std::optional<NeuronRows::MeanSpread> spread;
+  if (inner == 1) {
+    if (single_elements(x, first, last, out))
+      for (int64_t i = first; i < last; ++i)
+        if (!std::isfinite(x[i])) out.set(size_t(i), exact_neuron(x, 1, neurons, 1, i));
+    return spread;
+  }
+  SumBatch batch{};
+  for (int64_t j = first; j < last; j += kMaxLanes) {
+    const int width = int(std::min<int64_t>(kMaxLanes, last - j));
+    accumulate_runs(x + j * inner, width, inner, batch);
+    finish_batch(batch, width, double(inner), x, 1, neurons, inner, j, j == first, out, spread);
+  }
+  return spread;
 }
 
 }  // namespace
@@ -454,13 +476,11 @@ NeuronRows host_neuron_moments(const float* x, int64_t outer, int64_t neurons, i
     }
     return out;
   }
-  const double n = double(count);
-  if (count == 1) {
-    if (single_elements(x, neurons, out))
-      for (int64_t i = 0; i < neurons; ++i)
-        if (!std::isfinite(x[i])) out.set(size_t(i), exact_neuron(x, 1, neurons, 1, i));
+  if (outer == 1) {
+    out.mean_spread() = row_moments(x, 0, neurons, neurons, inner, out);
     return out;
   }
+  const double n = double(count);
   if (inner == 1) {
     // Neurons are columns of an [outer, neurons] matrix: kMaxLanes (then kLanes) neighbouring neurons at a time,
     // down all the rows in one call, so each lane is a whole neuron.
@@ -475,7 +495,7 @@ NeuronRows host_neuron_moments(const float* x, int64_t outer, int64_t neurons, i
       std::copy_n(lanes.zero, width, batch.zero);
       for (int l = 0; l < width; ++l) batch.mn[l] = lanes.mn[l];
       for (int l = 0; l < width; ++l) batch.mx[l] = lanes.mx[l];
-      finish_batch(batch, width, n, x, outer, neurons, inner, j, out);
+      finish_batch(batch, width, n, x, outer, neurons, inner, j, j == 0, out, out.mean_spread());
     };
     int64_t j = 0;
     for (; j + kMaxLanes <= neurons; j += kMaxLanes) {
@@ -496,17 +516,7 @@ NeuronRows host_neuron_moments(const float* x, int64_t outer, int64_t neurons, i
         for (int64_t o = 0; o < outer; ++o) accumulate_one(x[o * neurons + j + l], acc);
         batch.set(l, acc);
       }
-      finish_batch(batch, width, n, x, outer, neurons, inner, j, out);
-    }
-    return out;
-  }
-  if (outer == 1) {
-    // One contiguous run per neuron (a weight matrix's rows), finished kMaxLanes rows at a time.
-    SumBatch batch{};
-    for (int64_t first = 0; first < neurons; first += kMaxLanes) {
-      const int width = int(std::min<int64_t>(kMaxLanes, neurons - first));
-      accumulate_runs(x + first * inner, width, inner, batch);
-      finish_batch(batch, width, n, x, outer, neurons, inner, first, out);
+      finish_batch(batch, width, n, x, outer, neurons, inner, j, j == 0, out, out.mean_spread());
     }
     return out;
   }
@@ -524,8 +534,80 @@ NeuronRows host_neuron_moments(const float* x, int64_t outer, int64_t neurons, i
   for (int64_t first = 0; first < neurons; first += kMaxLanes) {
     const int width = int(std::min<int64_t>(kMaxLanes, neurons - first));
     for (int l = 0; l < width; ++l) batch.set(l, acc[size_t(first + l)]);
-    finish_batch(batch, width, n, x, outer, neurons, inner, first, out);
+    finish_batch(batch, width, n, x, outer, neurons, inner, first, first == 0, out, out.mean_spread());
   }
+  return out;
+}
+
+namespace {
+// Parts' spreads of means as one, around the first part's centre: each part's sums moved from its centre c to c0 by
+// sum + n (c - c0) and squares + 2 (c - c0) sum + n (c - c0)^2. None when a part has none.
+std::optional<NeuronRows::MeanSpread> combined(const std::vector<std::optional<NeuronRows::MeanSpread>>& parts,
+                                               const std::vector<int64_t>& neurons) {
+  std::optional<NeuronRows::MeanSpread> all;
+  for (size_t t = 0; t < parts.size(); ++t) {
+    if (neurons[t] == 0) continue;
+    if (!parts[t]) return std::nullopt;
+    if (!all) all = NeuronRows::MeanSpread{parts[t]->centre};
+    const double d = parts[t]->centre - all->centre, n = double(neurons[t]);
+    all->sum += parts[t]->sum + n * d;
+    all->squares += parts[t]->squares + 2 * d * parts[t]->sum + n * d * d;
+  }
+  return all;
+}
+
+}  // namespace
+
+std::pair<int64_t, int64_t> parameter_part(const ParameterRows& p, int64_t part, int64_t parts) {
+  constexpr int64_t kGrain = 32768;  // at::internal::GRAIN_SIZE
+  const int64_t numel = p.rows * p.inner;
+  const int64_t used = numel > kGrain ? std::min(parts, (numel + kGrain - 1) / kGrain) : 1;
+  if (part >= used) return {p.rows, p.rows};
+  const int64_t chunk = (numel + used - 1) / used;
+  const auto row_at = [&](int64_t element) { return std::min(p.rows, (element + p.inner / 2) / p.inner); };
+  return {row_at(part * chunk), part == used - 1 ? p.rows : row_at((part + 1) * chunk)};
+}
+
+std::vector<NeuronRows> host_parameter_moments(const std::vector<ParameterRows>& parameters) {
+  std::vector<NeuronRows> out;
+  out.reserve(parameters.size());
+  for (const ParameterRows& p : parameters) out.emplace_back(size_t(p.rows), double(p.inner));
+  const int64_t parts = std::max(1, at::get_num_threads());
+  std::vector<std::vector<std::optional<NeuronRows::MeanSpread>>> spreads(
+      parameters.size(), std::vector<std::optional<NeuronRows::MeanSpread>>(size_t(parts)));
+  std::vector<std::vector<int64_t>> counts(parameters.size(), std::vector<int64_t>(size_t(parts), 0));
+  // One parallel region for all parameters: a part's rows go to the thread of the same number, which is the one
+  // that wrote them last in the optimizer's update and the gradients' accumulation.
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part)
+      for (size_t k = 0; k < parameters.size(); ++k) {
+        const ParameterRows& p = parameters[k];
+        const auto [first, last] = parameter_part(p, part, parts);
+        if (first >= last) continue;
+        counts[k][size_t(part)] = last - first;
+        spreads[k][size_t(part)] = row_moments(p.x, first, last, p.rows, p.inner, out[k]);
+      }
+  });
+  for (size_t k = 0; k < parameters.size(); ++k) out[k].mean_spread() = combined(spreads[k], counts[k]);
+  return out;
+}
+
+std::vector<double> host_sums_of_squares(const std::vector<ParameterRows>& parameters) {
+  const int64_t parts = std::max(1, at::get_num_threads());
+  std::vector<double> squares(parameters.size() * size_t(parts), 0.0);
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t part = begin; part < end; ++part)
+      for (size_t k = 0; k < parameters.size(); ++k) {
+        const ParameterRows& p = parameters[k];
+        const auto [first, last] = parameter_part(p, part, parts);
+        if (first < last)
+          squares[k * size_t(parts) + size_t(part)] =
+              host_sum_of_squares(p.x + first * p.inner, (last - first) * p.inner);
+      }
+  });
+  std::vector<double> out(parameters.size(), 0.0);
+  for (size_t k = 0; k < parameters.size(); ++k)
+    for (int64_t part = 0; part < parts; ++part) out[k] += squares[k * size_t(parts) + size_t(part)];
   return out;
 }
 

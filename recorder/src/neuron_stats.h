@@ -69,8 +69,24 @@ class NeuronRows {
 // element of the neuron, accumulated in double; min/max are NaN when the neuron holds a NaN (as in LibTorch).
 NeuronRows host_neuron_moments(const float* x, int64_t outer, int64_t neurons, int64_t inner);
 
+// A parameter as the host kernel reads it: `rows` neurons of `inner` contiguous floats each.
+struct ParameterRows {
+  const float* x;
+  int64_t rows, inner;
+};
+// host_neuron_moments() of each parameter, all in one parallel region: each parameter's rows split between
+// LibTorch's intra-op threads as its element-wise ops split a tensor of that size, so that each thread reads the
+// part it wrote last (in the optimizer's update and the gradients' accumulation) from its own core's cache.
+std::vector<NeuronRows> host_parameter_moments(const std::vector<ParameterRows>& parameters);
+// The rows [first, last) of part `part` of `parts` there: LibTorch's element-wise ops (TensorIterator) leave a tensor
+// of more than 32768 elements to the intra-op threads in equal ranges of elements, smaller ones to the calling
+// thread; these are the same ranges, rounded to whole rows.
+std::pair<int64_t, int64_t> parameter_part(const ParameterRows& p, int64_t part, int64_t parts);
+
 // Sum of squares of `n` floats, in double.
 double host_sum_of_squares(const float* x, int64_t n);
+// host_sum_of_squares() of each parameter's floats, in parts as host_parameter_moments() takes them.
+std::vector<double> host_sums_of_squares(const std::vector<ParameterRows>& parameters);
 
 // Statistics of one forward call (or one parameter): on the host, or on the device to be fetched later.
 struct CallStats {

@@ -399,14 +399,15 @@ struct Recorder::Impl {
 
   // ----- per-step work -----
 
-  // Sum of squares of every gradient: on the host for CPU float32 gradients (no LibTorch op), per-parameter norms
+  // Sum of squares of every gradient: on the host for CPU float32 gradients (no LibTorch op; each split between
+  // LibTorch's threads as the gradients' accumulation split it, see host_parameter_moments()), per-parameter norms
   // in one fused op for the others. A non-finite sum marks the layer whose gradient is bad. Layers whose squares
   // the captured statistics already hold (`known`; NaN when unknown, or when NaN: read again, they give NaN) are not
-  // read again. The sums run on this thread, where backward just wrote the gradients (see collect() on why no
-  // other thread reads them).
+  // read again.
   double gradient_norm(std::vector<bool>& grad_bad, const std::vector<double>& known) {
     std::vector<torch::Tensor> grads;
-    std::vector<uint32_t> owners;
+    std::vector<uint32_t> owners, host_owners;
+    std::vector<detail::ParameterRows> host_grads;
     grad_bad.assign(modules.size(), false);
     double sum = 0;
     for (uint32_t id = 0; id < modules.size(); ++id) {
@@ -419,14 +420,18 @@ struct Recorder::Impl {
         const torch::Tensor& g = p.grad();
         if (!g.defined()) continue;
         if (detail::host_readable(g) && g.is_contiguous()) {
-          const double squares = detail::host_sum_of_squares(g.data_ptr<float>(), g.numel());
-          sum += squares;
-          if (!std::isfinite(squares)) grad_bad[id] = true;
+          host_grads.push_back({g.data_ptr<float>(), g.numel(), 1});
+          host_owners.push_back(id);
         } else {
           grads.push_back(g);
           owners.push_back(id);
         }
       }
+    }
+    const std::vector<double> host_squares = detail::host_sums_of_squares(host_grads);
+    for (size_t i = 0; i < host_squares.size(); ++i) {
+      sum += host_squares[i];
+      if (!std::isfinite(host_squares[i])) grad_bad[host_owners[i]] = true;
     }
     if (!grads.empty()) {
       const torch::Tensor norms = torch::stack(at::_foreach_norm(grads, 2)).to(torch::kCPU, torch::kDouble);
@@ -464,12 +469,13 @@ struct Recorder::Impl {
   };
 
   // Everything captured for this step as format records: host statistics as they are; device statistics with one
-  // transfer to the host; calls merged on the host. All on this thread: with a second thread computing half of the
-  // parameters' statistics (ranges of neurons from a shared counter), step() was 0.02 ms faster on the VAE but the
-  // next zero_grad() 0.11 ms slower and the optimizer's step 0.03 ms: the gradients' and weights' cache lines were
-  // then in the other core's cache when the training thread wrote them (recorder_bench's interleaved phases,
-  // 1.28-1.30x against 1.24x every step). `grad_squares` gets, per layer, the sum of squares of all its
-  // parameters' gradients when their statistics were computed here (NaN otherwise), for the gradient norm.
+  // transfer to the host; calls merged on the host. The parameters' statistics run in LibTorch's intra-op threads,
+  // each thread on the rows it wrote last (host_parameter_moments()). Another split measured worse: a helper thread
+  // taking ranges of neurons from a shared counter made step() 0.02 ms faster on the VAE but the next zero_grad()
+  // 0.11 ms slower and the optimizer's step 0.03 ms, the lines being in the wrong core's cache when they were
+  // written next; and with two intra-op threads, the training thread reading all of them made zero_grad()
+  // 0.2-0.3 ms slower. `grad_squares` gets, per layer, the sum of squares of all its parameters' gradients when
+  // their statistics were computed here (NaN otherwise), for the gradient norm.
   std::vector<format::LayerQuantityRecord> collect(std::vector<bool>& act_bad, std::vector<bool>& param_bad,
                                                    std::vector<format::FullTensor>& full, bool full_step,
                                                    std::vector<double>& grad_squares) {
@@ -505,6 +511,8 @@ struct Recorder::Impl {
         }
       }
     }
+    std::vector<detail::ParameterRows> host_parameters;  // and where each one's statistics go in `pending`
+    std::vector<size_t> host_parameter_slots;
     grad_squares.assign(modules.size(), std::nan(""));
     std::vector<int> grad_parts(modules.size(), 0);  // gradient quantities of the layer computed on the host
     std::vector<int> grad_kinds(modules.size(), 0);  // gradient quantities the layer has
@@ -521,9 +529,18 @@ struct Recorder::Impl {
         if (ts.empty() || ts.size() != expected || (!has(q) && !full_has(q))) return;
         if (has(q)) {
           pending.push_back({id, q, {}});
-          pending.back().calls.push_back(parameter_stats(ts, parameter_scratch));
-          if ((q == Quantity::WeightGrad || q == Quantity::BiasGrad) && !pending.back().calls.back().host.empty())
-            ++grad_parts[id];
+          const torch::Tensor& t = ts.front();
+          if (ts.size() == 1 && detail::host_readable(t) && t.is_contiguous()) {
+            // The usual parameter: computed below with all others of its kind, in LibTorch's threads.
+            const int64_t rows = t.dim() == 0 ? 1 : t.size(0);
+            host_parameters.push_back({t.data_ptr<float>(), rows, t.numel() / rows});
+            host_parameter_slots.push_back(pending.size() - 1);
+            pending.back().calls.emplace_back();
+          } else {
+            pending.back().calls.push_back(parameter_stats(ts, parameter_scratch));
+          }
+          const bool on_host = !pending.back().calls.back().defined() || !pending.back().calls.back().host.empty();
+          if ((q == Quantity::WeightGrad || q == Quantity::BiasGrad) && on_host) ++grad_parts[id];
         }
         if (full_has(q)) {
           // A single parameter is read as it is (neurons along dim 0), without a reshaped view.
@@ -535,6 +552,13 @@ struct Recorder::Impl {
       add(b, b.size(), Quantity::Bias);
       add(wg, w.size(), Quantity::WeightGrad);
       add(bg, b.size(), Quantity::BiasGrad);
+    }
+    // The module tree holds the parameters and their gradients: the pointers stay valid until this step ends.
+    std::vector<detail::NeuronRows> parameter_rows = detail::host_parameter_moments(host_parameters);
+    for (size_t k = 0; k < parameter_rows.size(); ++k) {
+      detail::CallStats& c = pending[host_parameter_slots[k]].calls.front();
+      c.count = double(host_parameters[k].inner);
+      c.host = std::move(parameter_rows[k]);
     }
     // One transfer of all small statistic vectors to the host.
     std::vector<torch::Tensor> flat;

@@ -1,6 +1,7 @@
 // The recorder's one-pass per-neuron statistics (plain C++ over the float data) against LibTorch's own reductions,
 // on random data with NaN, Inf and zeros, for the shapes a recorder meets: Linear activations [B, N] (neuron = column),
 // weights [N, K] (neuron = row), Conv2d activations [B, C, H, W] (neuron = channel).
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -247,6 +248,88 @@ TEST(OnePassStatistics, OtherTensorsTakeTheDeviceReductions) {
   EXPECT_TRUE(doubles.host.empty());
   ASSERT_TRUE(doubles.device.defined());
   EXPECT_EQ(doubles.device.sizes(), (std::vector<int64_t>{kStatRows, 3}));
+}
+
+// Restores LibTorch's intra-op thread count when a test is done.
+struct IntraOpThreads {
+  explicit IntraOpThreads(int n) : before(at::get_num_threads()) { at::set_num_threads(n); }
+  ~IntraOpThreads() { at::set_num_threads(before); }
+  int before;
+};
+
+TEST(ParameterStatistics, PartsAreTheRangesLibTorchsThreadsTake) {
+  // Each part's rows are those that the intra-op thread of the same number wrote in an element-wise op over the
+  // whole tensor (at::parallel_for over its elements with TensorIterator's grain), give or take half a row.
+  for (int threads : {2, 3}) {
+    IntraOpThreads guard(threads);
+    for (auto [rows, inner] : {std::pair<int64_t, int64_t>{256, 784},
+                               {784, 256},
+                               {100, 7},
+                               {40000, 1},
+                               {333, 101},
+                               {128, 256},
+                               {3, 20000}}) {
+      const int64_t numel = rows * inner;
+      std::vector<std::pair<int64_t, int64_t>> taken(size_t(threads), {numel, numel});
+      at::parallel_for(0, numel, at::internal::GRAIN_SIZE, [&](int64_t begin, int64_t end) {
+        taken[size_t(at::get_thread_num())] = {begin, end};
+      });
+      const std::string at = std::to_string(rows) + "x" + std::to_string(inner) + " in " + std::to_string(threads);
+      int64_t covered = 0;
+      for (int t = 0; t < threads; ++t) {
+        const auto [first, last] = parameter_part({nullptr, rows, inner}, t, threads);
+        EXPECT_LE(std::abs(first * inner - std::min(taken[size_t(t)].first, numel)), inner / 2 + 1) << at << " " << t;
+        EXPECT_LE(std::abs(last * inner - std::min(taken[size_t(t)].second, numel)), inner / 2 + 1) << at << " " << t;
+        EXPECT_EQ(first, t == 0 ? 0 : covered) << at << " " << t;  // the parts tile the rows in order
+        covered = std::max(covered, last);
+      }
+      EXPECT_EQ(covered, rows) << at;
+    }
+  }
+}
+
+TEST(ParameterStatistics, SplitBetweenThreadsAsInOneCall) {
+  // The parameters' statistics computed in parts on two threads: the same rows as one call over each matrix, and a
+  // layer summary as close as the rounding of its sums; a NaN in the second part only.
+  IntraOpThreads guard(2);
+  std::vector<torch::Tensor> params = {spiked({256, 300}, 0.01, 0.0, 0.0, 80), spiked({40000}, 0.1, 0.0, 0.0, 81),
+                                       spiked({64, 9}, 0.1, 0.0, 0.0, 82), spiked({300, 200}, 0.0, 0.0, 0.0, 83)};
+  params.push_back(0.5 + 1e-3 * params[0]);  // a spread of means small beside the mean
+  params[3][250][3] = std::nan("");
+  std::vector<ParameterRows> rows;
+  for (const auto& p : params) rows.push_back({p.data_ptr<float>(), p.size(0), p.numel() / p.size(0)});
+  std::vector<NeuronRows> parts = host_parameter_moments(rows);
+  ASSERT_EQ(parts.size(), params.size());
+  const std::vector<double> squares = host_sums_of_squares(rows);
+  ASSERT_EQ(squares.size(), params.size());
+  for (size_t k = 0; k < params.size(); ++k) {
+    const double want = host_sum_of_squares(rows[k].x, params[k].numel());
+    expect_same(squares[k], want, "squares " + std::to_string(k), 1e-6 * want);  // float blocks, split elsewhere
+  }
+  for (size_t k = 0; k < params.size(); ++k) {
+    const std::string at = "parameter " + std::to_string(k);
+    NeuronRows whole = host_neuron_moments(rows[k].x, 1, rows[k].rows, rows[k].inner);
+    ASSERT_EQ(parts[k].size(), whole.size()) << at;
+    EXPECT_EQ(parts[k].count(), whole.count()) << at;
+    for (int s = 0; s < kStatRows; ++s)
+      for (size_t i = 0; i < whole.size(); ++i)
+        if (!std::isnan(whole.row(s)[i]) || !std::isnan(parts[k].row(s)[i])) {
+          EXPECT_EQ(parts[k].row(s)[i], whole.row(s)[i]) << at << " statistic " << s << " neuron " << i;
+        }
+    EXPECT_EQ(parts[k].mean_spread().has_value(), whole.mean_spread().has_value()) << at;
+    NeuronTable split, one;
+    split.add_call(std::move(parts[k]));
+    one.add_call(std::move(whole));
+    const format::TensorSummary a = split.summary(), b = one.summary();
+    expect_same(a.mean, b.mean, at + " mean");
+    expect_same(a.std, b.std, at + " std", 1e-12 * b.std);
+    expect_same(a.min, b.min, at + " min");
+    expect_same(a.norm, b.norm, at + " norm");
+    const double want = params[k].to(torch::kDouble).std(false).item<double>();
+    if (k != 3) {
+      EXPECT_NEAR(a.std, want, 1e-6 * want) << at;
+    }
+  }
 }
 
 TEST(OnePassStatistics, SumOfSquares) {

@@ -666,7 +666,7 @@ trainscope::QuantityMask parse_quantities(const std::string& list) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int steps = 200, rounds = 3, batch = 64;
+  int steps = 200, rounds = 3, batch = 64, threads = 1;
   std::string models = "all";
   fs::path out = fs::temp_directory_path() / "trainscope-recorder-bench";
   if (argc == 2 && std::string(argv[1]) == "--help") {
@@ -685,6 +685,8 @@ int main(int argc, char** argv) {
       rounds = std::atoi(v.c_str());
     else if (a == "--batch")
       batch = std::atoi(v.c_str());
+    else if (a == "--threads")
+      threads = std::max(1, std::atoi(v.c_str()));
     else if (a == "--out")
       out = v;
     else if (a == "--model")
@@ -717,7 +719,7 @@ int main(int argc, char** argv) {
                  : v == "bare" ? Mode::Bare
                                : Mode::Default};
   }
-  torch::set_num_threads(1);  // one training thread, as before; LibTorch's OpenBLAS keeps its own threads
+  torch::set_num_threads(threads);  // LibTorch's OpenBLAS keeps its own threads
   if (models == "all" || models == "vae")
     compare("VAE of examples/vae (784-256-128-16 / 16-128-256-784)", Model::Vae, steps, rounds, batch, out);
   if (models == "all" || models == "mlp") compare("MLP 784-512-256-10", Model::Mlp, steps, rounds, batch, out);

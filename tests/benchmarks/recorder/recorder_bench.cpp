@@ -19,6 +19,7 @@
 // 20 us, which is why the writer yields (format::CoreYielder).
 // Usage: recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only MODE] [--model vae|mlp|all]
 //   [--blocks N]: blocks of 20 steps per round of the interleaved figures (30; 0: none)
+//   [--threads N]: LibTorch's intra-op threads (1; examples/vae trains with min(2, cores))
 //   --only default|every|full: run the bare loop and that one configuration (for profiling); --only bare: the bare
 //   loop alone, --only-recorder bare|default|every|full: that configuration alone (to compare profiles of the two)
 //   --interval N, --ring-interval N, --zstd L, --stats-zstd L, --keyframe K: override RecorderOptions::interval (of
@@ -674,8 +675,12 @@ int main(int argc, char** argv) {
         "recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only default|every|full]\n"
         "               [--only-recorder MODE] [--model vae|mlp|all] [--interval N] [--ring-interval N] [--zstd L]\n"
         "               [--stats-zstd L] [--keyframe K] [--quantities activation,weight_grad,...|none]\n"
-        "               [--yield-slice US] [--poll-period US] [--blocks N]\n");
+        "               [--yield-slice US] [--poll-period US] [--blocks N] [--threads N]\n");
     return 0;
+  }
+  if (argc % 2 == 0) {
+    std::fprintf(stderr, "recorder_bench: option '%s' needs a value (--help lists them)\n", argv[argc - 1]);
+    return 2;
   }
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
@@ -718,6 +723,10 @@ int main(int argc, char** argv) {
                  : v == "full" ? Mode::RecorderFull
                  : v == "bare" ? Mode::Bare
                                : Mode::Default};
+    else {
+      std::fprintf(stderr, "recorder_bench: unknown option '%s' (--help lists them)\n", a.c_str());
+      return 2;
+    }
   }
   torch::set_num_threads(threads);  // LibTorch's OpenBLAS keeps its own threads
   if (models == "all" || models == "vae")

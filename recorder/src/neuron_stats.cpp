@@ -68,9 +68,15 @@ constexpr int kWideVectors = 2;  // registers per row in the wide variants: inde
 constexpr int kMaxLanes = kLanes * kWideVectors;
 constexpr int64_t kBlockRows = 64;  // float partial sums cover at most this many rows before they go to double
 
-struct Lanes {
+// The sums of up to kMaxLanes neurons side by side, finished together: their divisions and square roots, one neuron
+// at a time, were half of the time of a Linear activation (64 elements a neuron: ~9 of 20 ns a neuron) and nearly
+// all of a bias's. The column kernel finds the shifts and accumulates into it, and the finish reads it as it is:
+// copying the kernel's lanes into another layout, with the shifts found apart, was ~17% of a Linear activation's
+// time. Lanes past the batch's width are computed and ignored.
+struct SumBatch {
+  float shift[kMaxLanes];  // a neuron's own element (see Accumulator): a float
   double s1[kMaxLanes], s2[kMaxLanes], zero[kMaxLanes];
-  float mn[kMaxLanes], mx[kMaxLanes];
+  float mn[kMaxLanes], mx[kMaxLanes];  // the neuron's elements, or +-Inf when it has none but NaN
 };
 
 // Written with vector types: the compiler did not vectorize the same code written lane by lane (it ran scalar, about
@@ -134,16 +140,19 @@ template <typename L>
   std::memcpy(to + 4, &hi, sizeof hi);
 }
 
-// `rows` rows of V * kLanes floats, `stride` floats apart; lane l shifted by shift[l]. Partial sums in float over
-// blocks of kBlockRows rows, then added in double (a sum of at most 64 shifted terms loses about 1e-7 relative; the
-// blocks do not add up errors). NaN never wins a comparison here: min/max skip it, and NaN is handled by the caller.
+// `rows` (at least one) rows of V * kLanes floats, `stride` floats apart, into lanes 0 .. V * kLanes of `out`; lane
+// l shifted by its first element, or 0 if that is not finite (shift_of()). Partial sums in float over blocks of
+// kBlockRows rows, then added in double (a sum of at most 64 shifted terms loses about 1e-7 relative; the blocks do
+// not add up errors). NaN never wins a comparison here: min/max skip it, and NaN is handled by the caller.
 template <int V>
-[[gnu::always_inline]] inline void accumulate_rows(const float* x, int64_t rows, int64_t stride, const float* shift,
-                                                   Lanes* out) {
-  constexpr int kWidth = V * kLanes;
+[[gnu::always_inline]] inline void accumulate_rows(const float* x, int64_t rows, int64_t stride, SumBatch* out) {
   FloatLanes k[V], mn[V], mx[V];
   for (int v = 0; v < V; ++v) {
-    std::memcpy(&k[v], shift + v * kLanes, sizeof k[v]);
+    FloatLanes first;
+    std::memcpy(&first, x + v * kLanes, sizeof first);
+    const FloatLanes zero = {};
+    k[v] = first - first == zero ? first : zero;  // x - x is NaN for NaN and +-Inf
+    std::memcpy(out->shift + v * kLanes, &k[v], sizeof k[v]);
     splat(std::numeric_limits<float>::infinity(), mn[v]);
     splat(-std::numeric_limits<float>::infinity(), mx[v]);
   }
@@ -171,11 +180,6 @@ template <int V>
       lanes_to_doubles(zeros[v], out->zero + v * kLanes, r0 == 0);
     }
   }
-  if (rows <= 0) {
-    std::fill_n(out->s1, kWidth, 0.0);
-    std::fill_n(out->s2, kWidth, 0.0);
-    std::fill_n(out->zero, kWidth, 0.0);
-  }
   for (int v = 0; v < V; ++v) {
     std::memcpy(out->mn + v * kLanes, &mn[v], sizeof mn[v]);
     std::memcpy(out->mx + v * kLanes, &mx[v], sizeof mx[v]);
@@ -184,12 +188,12 @@ template <int V>
 
 // Columns of a row-major matrix (Linear activations: neurons side by side), kLanes or kMaxLanes at a time.
 TRAINSCOPE_SIMD_CLONES
-void accumulate_lanes(const float* x, int64_t rows, int64_t stride, const float* shift, Lanes* out) {
-  accumulate_rows<1>(x, rows, stride, shift, out);
+void accumulate_lanes(const float* x, int64_t rows, int64_t stride, SumBatch* out) {
+  accumulate_rows<1>(x, rows, stride, out);
 }
 TRAINSCOPE_SIMD_CLONES
-void accumulate_wide(const float* x, int64_t rows, int64_t stride, const float* shift, Lanes* out) {
-  accumulate_rows<kWideVectors>(x, rows, stride, shift, out);
+void accumulate_wide(const float* x, int64_t rows, int64_t stride, SumBatch* out) {
+  accumulate_rows<kWideVectors>(x, rows, stride, out);
 }
 
 // The shift of a neuron's sums (see Accumulator): its first element, if finite.
@@ -264,15 +268,11 @@ void accumulate_run(const float* run, int64_t n, float shift, Accumulator& a) {
   accumulate_run_inline(run, n, shift, a);
 }
 
-// The sums of up to kMaxLanes neurons side by side, finished together: their divisions and square roots, one neuron
-// at a time, were half of the time of a Linear activation (64 elements a neuron: ~9 of 20 ns a neuron) and nearly
-// all of a bias's. Lanes past the batch's width are computed and ignored.
-struct SumBatch {
-  double shift[kMaxLanes], s1[kMaxLanes], s2[kMaxLanes], zero[kMaxLanes], mn[kMaxLanes], mx[kMaxLanes];
-  void set(int l, const Accumulator& a) {
-    shift[l] = a.shift, s1[l] = a.s1, s2[l] = a.s2, zero[l] = a.zero, mn[l] = a.mn, mx[l] = a.mx;
-  }
-};
+// Lane l of `batch` from one neuron's sums: its shift, minimum and maximum are floats (or +-Inf).
+void set_lane(SumBatch& batch, int l, const Accumulator& a) {
+  batch.shift[l] = float(a.shift), batch.s1[l] = a.s1, batch.s2[l] = a.s2, batch.zero[l] = a.zero;
+  batch.mn[l] = float(a.mn), batch.mx[l] = float(a.mx);
+}
 // `width` consecutive runs of `n` floats, each one neuron's (rows of a weight matrix), into `batch`: in one call, as
 // a call through the clones' dispatch per row made 784 rows of 256 floats 4% slower.
 TRAINSCOPE_SIMD_CLONES
@@ -281,7 +281,7 @@ void accumulate_runs(const float* x, int width, int64_t n, SumBatch& batch) {
     Accumulator acc;
     acc.shift = shift_of(x[l * n]);
     accumulate_run_inline(x + l * n, n, float(acc.shift), acc);
-    batch.set(l, acc);
+    set_lane(batch, l, acc);
   }
 }
 
@@ -350,31 +350,51 @@ struct FinishedBatch {
 };
 
 // s1 and s2 are sums of (x - shift) and its square (see Accumulator): the variance s2/n - (s1/n)^2 and the norm
-// n shift^2 + 2 shift s1 + s2, the zero fraction divided as LibTorch does (the same double); mean and variance by
-// multiplying with 1/n (within an ulp of dividing; divisions were most of this function's time); then rounded to
-// float. Loops without branches over all kMaxLanes lanes, so that they vectorise (IEEE division and square root
-// round the same in vector and scalar form).
+// n shift^2 + 2 shift s1 + s2 in double; mean and variance by multiplying with 1/n (within an ulp of dividing;
+// divisions were most of this function's time). The square roots and the zero fraction then in float, eight lanes
+// an instruction instead of four (they were half of this function's time): a square root of the variance rounded
+// to float is within 1.5 ulp of the double one rounded, and the zero fraction's float division is the same float
+// as LibTorch's double division rounded (a double result of k/n never lies on a float's rounding midpoint unless it
+// is exact), given n and the variance and squares within float range; otherwise all in double. Loops without
+// branches over all kMaxLanes lanes, so that they vectorise (IEEE division and square root round the same in
+// vector and scalar form).
 TRAINSCOPE_SIMD_CLONES
 void finish_math(const SumBatch& b, int width, double n, double centre, FinishedBatch& f) {
   const double inverse = 1.0 / n;
-  double deviation = 0, squared = 0;
+  double deviation = 0, squared = 0, largest = 0;
+  double var[kMaxLanes], sq[kMaxLanes];
   for (int l = 0; l < kMaxLanes; ++l) {
     const double mean_shifted = b.s1[l] * inverse;
-    const double var = (b.s2[l] - b.s1[l] * mean_shifted) * inverse;
-    const double sq = n * b.shift[l] * b.shift[l] + 2 * b.shift[l] * b.s1[l] + b.s2[l];
-    const double mean = b.shift[l] + mean_shifted;
+    const double v = (b.s2[l] - b.s1[l] * mean_shifted) * inverse;
+    const double shift = b.shift[l];
+    const double q = n * shift * shift + 2 * shift * b.s1[l] + b.s2[l];
+    var[l] = v > 0.0 ? v : 0.0;
+    sq[l] = q > 0.0 ? q : 0.0;
+    largest = l < width && sq[l] > largest ? sq[l] : largest;  // the variance is at most the mean square
+    const double mean = shift + mean_shifted;
     const double d = l < width ? mean - centre : 0.0;
     deviation += d;
     squared += d * d;
     f.mean[l] = float(mean);
-    f.std[l] = float(std::sqrt(var > 0.0 ? var : 0.0));
     f.min[l] = float(b.mn[l]);
     f.max[l] = float(b.mx[l]);
-    f.norm[l] = float(std::sqrt(sq > 0.0 ? sq : 0.0));
-    f.zero[l] = float(b.zero[l] / n);
   }
   f.deviation = deviation;
   f.squared_deviation = squared;
+  if (n <= 16777216.0 && largest <= double(std::numeric_limits<float>::max())) {  // n and the sums fit floats
+    const float count = float(n);
+    for (int l = 0; l < kMaxLanes; ++l) {
+      f.std[l] = std::sqrt(float(var[l]));
+      f.norm[l] = std::sqrt(float(sq[l]));
+      f.zero[l] = float(b.zero[l]) / count;
+    }
+    return;
+  }
+  for (int l = 0; l < kMaxLanes; ++l) {
+    f.std[l] = float(std::sqrt(var[l]));
+    f.norm[l] = float(std::sqrt(sq[l]));
+    f.zero[l] = float(b.zero[l] / n);
+  }
 }
 
 // Statistics of neurons first .. first + width - 1 from their sums over n elements; neurons whose sums are not
@@ -383,7 +403,7 @@ void finish_math(const SumBatch& b, int width, double n, double centre, Finished
 void finish_batch(const SumBatch& b, int width, double n, const float* x, int64_t outer, int64_t neurons, int64_t inner,
                   int64_t first, bool first_of_part, NeuronRows& out, std::optional<NeuronRows::MeanSpread>& spread) {
   if (first_of_part) {
-    const double mean = b.shift[0] + b.s1[0] / n;
+    const double mean = double(b.shift[0]) + b.s1[0] / n;
     spread = NeuronRows::MeanSpread{std::isfinite(mean) ? mean : 0.0};
   }
   FinishedBatch f;
@@ -484,29 +504,15 @@ NeuronRows host_neuron_moments(const float* x, int64_t outer, int64_t neurons, i
   if (inner == 1) {
     // Neurons are columns of an [outer, neurons] matrix: kMaxLanes (then kLanes) neighbouring neurons at a time,
     // down all the rows in one call, so each lane is a whole neuron.
-    Lanes lanes;
-    float shift[kMaxLanes];
     SumBatch batch{};
-    auto take = [&](int64_t j, int width) {
-      // Each lane is a whole neuron: its sums as they are (loops over arrays, which vectorise).
-      for (int l = 0; l < width; ++l) batch.shift[l] = shift[l];
-      std::copy_n(lanes.s1, width, batch.s1);
-      std::copy_n(lanes.s2, width, batch.s2);
-      std::copy_n(lanes.zero, width, batch.zero);
-      for (int l = 0; l < width; ++l) batch.mn[l] = lanes.mn[l];
-      for (int l = 0; l < width; ++l) batch.mx[l] = lanes.mx[l];
-      finish_batch(batch, width, n, x, outer, neurons, inner, j, j == 0, out, out.mean_spread());
-    };
     int64_t j = 0;
     for (; j + kMaxLanes <= neurons; j += kMaxLanes) {
-      for (int l = 0; l < kMaxLanes; ++l) shift[l] = shift_of(x[j + l]);
-      accumulate_wide(x + j, outer, neurons, shift, &lanes);
-      take(j, kMaxLanes);
+      accumulate_wide(x + j, outer, neurons, &batch);
+      finish_batch(batch, kMaxLanes, n, x, outer, neurons, inner, j, j == 0, out, out.mean_spread());
     }
     for (; j + kLanes <= neurons; j += kLanes) {
-      for (int l = 0; l < kLanes; ++l) shift[l] = shift_of(x[j + l]);
-      accumulate_lanes(x + j, outer, neurons, shift, &lanes);
-      take(j, kLanes);
+      accumulate_lanes(x + j, outer, neurons, &batch);
+      finish_batch(batch, kLanes, n, x, outer, neurons, inner, j, j == 0, out, out.mean_spread());
     }
     if (j < neurons) {  // the last few, element by element
       const int width = int(neurons - j);
@@ -514,7 +520,7 @@ NeuronRows host_neuron_moments(const float* x, int64_t outer, int64_t neurons, i
         Accumulator acc;
         acc.shift = shift_of(x[j + l]);
         for (int64_t o = 0; o < outer; ++o) accumulate_one(x[o * neurons + j + l], acc);
-        batch.set(l, acc);
+        set_lane(batch, l, acc);
       }
       finish_batch(batch, width, n, x, outer, neurons, inner, j, j == 0, out, out.mean_spread());
     }
@@ -533,7 +539,7 @@ NeuronRows host_neuron_moments(const float* x, int64_t outer, int64_t neurons, i
   SumBatch batch{};
   for (int64_t first = 0; first < neurons; first += kMaxLanes) {
     const int width = int(std::min<int64_t>(kMaxLanes, neurons - first));
-    for (int l = 0; l < width; ++l) batch.set(l, acc[size_t(first + l)]);
+    for (int l = 0; l < width; ++l) set_lane(batch, l, acc[size_t(first + l)]);
     finish_batch(batch, width, n, x, outer, neurons, inner, first, first == 0, out, out.mean_spread());
   }
   return out;

@@ -227,6 +227,15 @@ TEST(OnePassStatistics, HugeFiniteValuesAreExact) {
   const CallStats stats = compute_neuron_stats(x, 1);
   EXPECT_TRUE(std::isfinite(stats.host.at(2).v[int(Statistic::Std)]));
   EXPECT_EQ(stats.host.at(2).v[int(Statistic::InfCount)], 0);
+  // Equal huge values: every shifted sum is 0 and fits, but the squares do not fit a float, so the norm and the
+  // standard deviation are finished in double; as activations (columns) and as weight rows, among normal neurons.
+  torch::Tensor same = torch::randn({40, 20});
+  same.select(1, 17).fill_(2e20f);
+  check(same, 1, "equal huge activations");
+  check(same.t().contiguous(), 0, "equal huge weight rows");
+  const CallStats equal = compute_neuron_stats(same, 1);
+  EXPECT_NEAR(equal.host.at(17).v[int(Statistic::Norm)], 2e20 * std::sqrt(40.0), 1e-6 * 2e20 * std::sqrt(40.0));
+  EXPECT_EQ(equal.host.at(17).v[int(Statistic::Std)], 0);
 }
 
 TEST(OnePassStatistics, AgreesWithTheDeviceReductions) {

@@ -28,15 +28,18 @@ torch::nn::Sequential make_discriminator() {
 }
 
 void usage() {
-  std::cout << "trainscope-example-gan: a small GAN on Fashion-MNIST recorded with Trainscope.\n\n"
-               "  --steps N        training steps (default 1000)\n"
-               "  --batch N        batch size (default 64)\n"
-               "  --out DIR        recording directory; runs gen/ and disc/ go below it (default runs/gan)\n"
-               "  --fail KIND      none | lr | dead (default none)\n"
-               "                     lr:   the discriminator's learning rate grows 10x per step (layer disc 0..5)\n"
-               "                     dead: generator layer 2 (Linear 128->256) gets large negative biases\n"
-               "  --fail-step S    step at which the failure starts (default 400)\n"
-               "  --seed N         random seed (default 1)\n";
+  std::cout
+      << "trainscope-example-gan: a small GAN on Fashion-MNIST recorded with Trainscope.\n\n"
+         "  --steps N        training steps (default 1000)\n"
+         "  --batch N        batch size (default 64)\n"
+         "  --out DIR        recording directory; runs gen/ and disc/ go below it (default runs/gan)\n"
+         "  --fail KIND      none | lr | dead (default none)\n"
+         "                     lr:   the discriminator's learning rate grows 10x per step (layer disc 0..5)\n"
+         "                     dead: generator layer 2 (Linear 128->256) gets large negative biases\n"
+         "  --fail-step S    step at which the failure starts (default 400)\n"
+         "  --seed N         random seed (default 1)\n"
+         "  --threads N      LibTorch's intra-op threads (default 1: its OpenBLAS runs matrix products on threads\n"
+         "                   of its own, and intra-op threads beside them made this model 4-5x slower on 2 cores)\n";
 }
 
 }  // namespace
@@ -56,6 +59,7 @@ int main(int argc, char** argv) {
     if (fail != "none" && fail != "lr" && fail != "dead")
       throw std::runtime_error("unknown --fail kind '" + fail + "' (none, lr, dead)");
     torch::manual_seed(args.get_int("--seed", 1));
+    torch::set_num_threads(int(std::max(1L, args.get_int("--threads", 1))));
 
     const auto data = trainscope::examples::load_fashion_mnist(true);
     auto gen = make_generator();

@@ -43,6 +43,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -52,6 +53,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 
 namespace fs = std::filesystem;
 
@@ -436,33 +438,93 @@ struct Interleaved {
   int steps = 0;                                                       // of each loop, all blocks
 };
 
+// Runs tasks one at a time on a thread of its own. Each loop of interleave() lives on one: a recorder arms its
+// observer for the next step at the end of step(), on the training thread, and would otherwise observe every op of
+// the other loop's block run on the same thread (the observer's cost, ~1% of a step, went to the bare loop).
+class TaskThread {
+ public:
+  TaskThread() : thread_([this] { serve(); }) {}
+  ~TaskThread() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      quit_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  TaskThread(const TaskThread&) = delete;
+  TaskThread& operator=(const TaskThread&) = delete;
+
+  void run(const std::function<void()>& task) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    task_ = &task;
+    done_ = false;
+    wake_.notify_all();
+    wake_.wait(lock, [&] { return done_; });
+    if (failure_) std::rethrow_exception(std::exchange(failure_, nullptr));
+  }
+
+ private:
+  void serve() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [&] { return quit_ || task_; });
+      if (!task_) return;
+      const std::function<void()>* task = std::exchange(task_, nullptr);
+      lock.unlock();
+      try {
+        (*task)();
+      } catch (...) {
+        failure_ = std::current_exception();
+      }
+      lock.lock();
+      done_ = true;
+      wake_.notify_all();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  const std::function<void()>* task_ = nullptr;
+  bool done_ = false, quit_ = false;
+  std::exception_ptr failure_;
+  std::thread thread_;  // last: it starts serving once the members above exist
+};
+
 // The bare loop and a recorder loop in one process, alternating in blocks of 20 steps (two intervals of the
 // default settings), which one goes first swapping every block, with an untimed 2 ms pause before each block for
-// the writer to finish a block's last work. Both meet the machine in the same seconds: runs one after another do
-// not, on a VM whose speed drifts by seconds (the bare VAE step between 3.8 and 9 ms from one run to the next).
+// the writer to finish a block's last work; each loop on its own thread (TaskThread). Both meet the machine in the
+// same seconds: runs one after another do not, on a VM whose speed drifts by seconds (the bare VAE step between 3.8
+// and 9 ms from one run to the next).
 Interleaved interleave(Model which, Mode mode, int blocks, int batch, const fs::path& out) {
   constexpr int kBlockSteps = 20;
-  torch::manual_seed(7);
-  Loop bare(which, Mode::Bare, batch, out / "interleaved-bare");
-  torch::manual_seed(7);
-  Loop recorded(which, mode, batch, out / "interleaved-recorder");
-  bare.steps(kBlockSteps);  // warm-up, untimed
-  recorded.steps(kBlockSteps);
-  bare.reset_phases();
-  recorded.reset_phases();
-  const auto block = [&](Loop& loop) {
+  TaskThread bare_thread, recorded_thread;
+  std::unique_ptr<Loop> bare_loop, recorded_loop;
+  const auto start = [&](TaskThread& thread, std::unique_ptr<Loop>& loop, Mode m, const char* dir) {
+    thread.run([&] {
+      torch::manual_seed(7);
+      loop = std::make_unique<Loop>(which, m, batch, out / dir);
+      loop->steps(kBlockSteps);  // warm-up, untimed
+      loop->reset_phases();
+    });
+  };
+  start(bare_thread, bare_loop, Mode::Bare, "interleaved-bare");
+  start(recorded_thread, recorded_loop, mode, "interleaved-recorder");
+  Loop &bare = *bare_loop, &recorded = *recorded_loop;
+  const auto block = [&](TaskThread& thread, Loop& loop) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    return loop.steps(kBlockSteps);
+    double seconds = 0;
+    thread.run([&] { seconds = loop.steps(kBlockSteps); });
+    return seconds;
   };
   Interleaved result;
   for (int k = 0; k < blocks; ++k) {
     double b, r;
     if (k % 2 == 0) {
-      b = block(bare);
-      r = block(recorded);
+      b = block(bare_thread, bare);
+      r = block(recorded_thread, recorded);
     } else {
-      r = block(recorded);
-      b = block(bare);
+      r = block(recorded_thread, recorded);
+      b = block(bare_thread, bare);
     }
     result.bare += b;
     result.recorded += r;
@@ -471,6 +533,8 @@ Interleaved interleave(Model which, Mode mode, int blocks, int batch, const fs::
   result.bare_phases = bare.phases();
   result.recorded_phases = recorded.phases();
   result.steps = blocks * kBlockSteps;
+  bare_thread.run([&] { bare_loop.reset(); });  // the recorder closes on the thread it recorded
+  recorded_thread.run([&] { recorded_loop.reset(); });
   return result;
 }
 

@@ -19,7 +19,7 @@
 // 20 us, which is why the writer yields (format::CoreYielder).
 // Usage: recorder_bench [--steps N] [--rounds R] [--batch B] [--out DIR] [--only MODE] [--model vae|mlp|all]
 //   [--blocks N]: blocks of 20 steps per round of the interleaved figures (30; 0: none)
-//   [--threads N]: LibTorch's intra-op threads (1; examples/vae trains with min(2, cores))
+//   [--threads N]: LibTorch's intra-op threads (1, as examples/vae and examples/gan train by default)
 //   --only default|every|full: run the bare loop and that one configuration (for profiling); --only bare: the bare
 //   loop alone, --only-recorder bare|default|every|full: that configuration alone (to compare profiles of the two)
 //   --interval N, --ring-interval N, --zstd L, --stats-zstd L, --keyframe K: override RecorderOptions::interval (of

@@ -29,10 +29,11 @@
 // float32 tensors are computed in one pass over the data in plain C++ (no LibTorch ops); CUDA and other tensors use
 // reductions on their own device. A step that is not captured costs the loss read and a sum of squares over the
 // gradients on the training thread (~0.07 ms for 0.47 M parameters). A captured step of the VAE, every step
-// recorded (recorder_bench's interleaved phases and timers inside step()): ~0.4-0.45 ms inside step() (the
-// parameters' statistics 0.22-0.28 ms, 0.94 M floats; the records take the kernel's float rows over without a copy;
-// handing over and arming the next capture ~0.03), ~0.15 ms more in forward (the activations' statistics, the observer's ~70 top-level ops) and
-// ~0.13 ms more in backward (the activation gradients' statistics). The statistics run two to three times their
+// recorded (recorder_bench's interleaved phases and timers inside step(), 2026-12-04): 0.23-0.29 ms inside step()
+// (the parameters' statistics 0.22-0.25 ms, 0.94 M floats; the records take the kernel's float rows over without a
+// copy; handing over and arming the next capture ~0.03), 0.13-0.2 ms more in forward (the activations' statistics
+// ~80 us, the observer's ~70 top-level ops ~40 us) and 0.03-0.13 ms more in backward (the activation gradients'
+// statistics ~70 us). The statistics run two to three times their
 // in-cache time there (a Linear output read a second time right after the first took a third of the time): OpenBLAS's idle worker spins in sched_yield on the other core (such a spinner slowed the kernel by 25%
 // in a scratch benchmark), and half of every matrix product's output was written by that core. The writer compresses
 // on its own thread (per-neuron statistics at zstd level -1: 0.5-0.9 ms of CPU a step when every step is recorded),

@@ -39,7 +39,7 @@ void usage() {
          "  --fail-step S    step at which the failure starts (default 400)\n"
          "  --seed N         random seed (default 1)\n"
          "  --threads N      LibTorch's intra-op threads (default 1: its OpenBLAS runs matrix products on threads\n"
-         "                   of its own, and intra-op threads beside them made it 2-4x slower on 2 cores)\n";
+         "                   of its own, and intra-op threads beside them made it 2-6x slower on 2 cores)\n";
 }
 
 }  // namespace

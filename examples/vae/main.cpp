@@ -31,7 +31,7 @@ void usage() {
          "  --no-record      train without the recorder (for timing)\n"
          "  --seed N         random seed (default 1)\n"
          "  --threads N      LibTorch's intra-op threads (default 1: its OpenBLAS runs matrix products on threads\n"
-         "                   of its own, and intra-op threads beside them made it 2-4x slower on 2 cores)\n";
+         "                   of its own, and intra-op threads beside them made it 2-6x slower on 2 cores)\n";
 }
 
 }  // namespace
